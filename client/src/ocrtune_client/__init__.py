@@ -1,0 +1,1 @@
+"""ocrtune client, CLI and dataset builder."""

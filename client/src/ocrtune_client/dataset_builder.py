@@ -1,0 +1,108 @@
+"""Build a training parquet from a folder of images and a labels file.
+
+The layout of the reference user's script: ``image`` (encoded bytes, as the HF
+``datasets`` ``Image`` feature stores it) and ``text``. Every row is checked
+(missing file, unreadable image, empty text, path outside the folder); each bad
+row is reported by its line number in the labels file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ocrtune_shared.images import ImageDecodeError, decode_image
+from ocrtune_shared.labels import LABEL_FILE_SUFFIXES, LabelProblem, read_labels_file
+
+HF_IMAGE_FEATURES = {
+    "info": {"features": {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}
+}
+
+
+@dataclass
+class BuildReport:
+    output: Path | None
+    rows_written: int = 0
+    problems: list[LabelProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def find_labels_file(folder: Path) -> Path:
+    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LABEL_FILE_SUFFIXES)
+    preferred = [p for p in candidates if p.stem.lower() in {"labels", "label", "gt", "annotations", "metadata"}]
+    found = preferred or candidates
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"expected one labels file ({', '.join(LABEL_FILE_SUFFIXES)}) in {folder}, found "
+            f"{[p.name for p in found] or 'none'}; name it with --labels"
+        )
+    return found[0]
+
+
+def build_parquet(
+    images_dir: Path | str,
+    output: Path | str,
+    *,
+    labels: Path | str | None = None,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> BuildReport:
+    """Check every row, then write ``output`` (only if no row is bad, unless ``skip_bad``)."""
+    images_dir = Path(images_dir).resolve()
+    labels_path = Path(labels) if labels else find_labels_file(images_dir)
+    rows, problems = read_labels_file(labels_path)
+    good: list[tuple[bytes, str, str]] = []
+    for row in _with_progress(rows, progress, labels_path.name):
+        image_path = (images_dir / row.image).resolve()
+        if not image_path.is_relative_to(images_dir):
+            problems.append(LabelProblem(row.line, f"image path {row.image!r} points outside {images_dir}"))
+            continue
+        if not image_path.is_file():
+            problems.append(LabelProblem(row.line, f"image file {row.image!r} not found"))
+            continue
+        data = image_path.read_bytes()
+        try:
+            decode_image(data)
+        except ImageDecodeError as exc:
+            problems.append(LabelProblem(row.line, f"image {row.image!r}: {exc}"))
+            continue
+        good.append((data, row.image, row.text))
+    problems.sort(key=lambda p: p.line)
+    report = BuildReport(output=None, problems=problems)
+    if (problems and not skip_bad) or not good:
+        return report
+    report.output = write_image_parquet(good, output)
+    report.rows_written = len(good)
+    return report
+
+
+def write_image_parquet(records: Iterable[tuple[bytes, str | None, str]], output: Path | str) -> Path:
+    """Write ``(encoded image, original path, text)`` records in the HF ``Image`` + ``text`` layout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = list(records)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array([{"bytes": d, "path": p} for d, p, _ in records], type=image_type),
+            "text": pa.array([t for _, _, t in records], type=pa.string()),
+        }
+    ).replace_schema_metadata({"huggingface": json.dumps(HF_IMAGE_FEATURES)})
+    pq.write_table(table, output)
+    return output
+
+
+def _with_progress(rows: list, enabled: bool, label: str) -> Iterable:
+    if not enabled or len(rows) < 200:
+        return rows
+    from tqdm import tqdm
+
+    return tqdm(rows, desc=f"checking {label}", unit="row")

