@@ -1,0 +1,143 @@
+"""The adapter store on a filesystem: the trainer publishes, the inference service reads.
+
+Layout: ``<root>/<name>/<version>/`` holding the PEFT files and ``manifest.json``
+(see ``ocrtune_shared.adapters``). A version is written into a hidden staging
+folder under ``<root>/.staging/`` and appears by one ``os.rename``, so a reader
+never sees half an adapter, and two publishers never take the same version
+(``rename`` onto an existing folder fails, and the publisher retries with the next).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, MANIFEST_FILE, AdapterManifest
+from ocrtune_shared.names import AdapterRef, validate_adapter_name
+
+STAGING_DIR = ".staging"
+
+
+class AdapterNotFound(LookupError):
+    pass
+
+
+class AdapterStoreError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    name: str
+    version: int
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def manifest(self) -> AdapterManifest:
+        try:
+            return AdapterManifest.model_validate_json((self.path / MANIFEST_FILE).read_text())
+        except FileNotFoundError:
+            raise AdapterStoreError(f"adapter {self.ref} has no {MANIFEST_FILE}") from None
+        except ValueError as exc:
+            raise AdapterStoreError(f"adapter {self.ref} has an unreadable {MANIFEST_FILE}: {exc}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class AdapterStore:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / validate_adapter_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def resolve(self, ref: AdapterRef | str) -> StoredAdapter:
+        """The stored adapter ``ref`` names (latest version when none is given)."""
+        ref = AdapterRef.parse(ref) if isinstance(ref, str) else ref
+        versions = self.versions(ref.name)
+        if not versions:
+            raise AdapterNotFound(f"adapter {ref.name!r} is not in the store")
+        version = ref.version or versions[-1]
+        if version not in versions:
+            raise AdapterNotFound(f"adapter {ref.name!r} has no version {version} (versions: {versions})")
+        return StoredAdapter(ref.name, version, self.root / ref.name / str(version))
+
+    def all(self) -> list[StoredAdapter]:
+        return [StoredAdapter(n, v, self.root / n / str(v)) for n in self.names() for v in self.versions(n)]
+
+    def publish(self, name: str, write: Callable[[Path], AdapterManifest]) -> StoredAdapter:
+        """Publish a new version of ``name``.
+
+        ``write(folder)`` writes the adapter files into an empty staging folder and
+        returns the manifest (its ``version`` is set here); the manifest, with the
+        sha256 of every file, is written last, then the folder is renamed into place.
+        """
+        validate_adapter_name(name)
+        staging_root = self.root / STAGING_DIR
+        staging_root.mkdir(parents=True, exist_ok=True)
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
+        try:
+            manifest = write(staging)
+            if not (staging / ADAPTER_CONFIG_FILE).is_file():
+                raise AdapterStoreError(f"publishing {name!r}: {ADAPTER_CONFIG_FILE} was not written")
+            manifest = manifest.model_copy(
+                update={"files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}}
+            )
+            for _ in range(100):
+                version = (self.versions(name) or [0])[-1] + 1
+                manifest = manifest.model_copy(update={"name": name, "version": version})
+                (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+                _fsync_dir(staging)
+                try:
+                    os.rename(staging, self.root / name / str(version))
+                except OSError:
+                    if (self.root / name / str(version)).exists():
+                        continue  # another publisher took this version; take the next
+                    raise
+                _fsync_dir(self.root / name)
+                return StoredAdapter(name, version, self.root / name / str(version))
+            raise AdapterStoreError(f"publishing {name!r}: no free version after 100 tries")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def verify(self, adapter: StoredAdapter) -> AdapterManifest:
+        """The manifest, after checking every file it lists is present with its recorded sha256."""
+        manifest = adapter.manifest()
+        for file_name, digest in manifest.files.items():
+            path = adapter.path / file_name
+            if not path.is_file():
+                raise AdapterStoreError(f"adapter {adapter.ref} is missing {file_name}")
+            if sha256_file(path) != digest:
+                raise AdapterStoreError(f"adapter {adapter.ref}: {file_name} does not match its manifest checksum")
+        return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
