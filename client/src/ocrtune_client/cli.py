@@ -1,20 +1,257 @@
-"""``ocrtune``: the command line over the client and the dataset builder."""
+"""``ocrtune``: the command line over the client and the dataset builder.
+
+Service URLs come from ``--inference-url`` / ``--trainer-url``, else from
+``$OCRTUNE_INFERENCE_URL`` / ``$OCRTUNE_TRAINER_URL``, else the default ports on
+127.0.0.1. A failed request prints the service's own message and exits 1; a
+usage or local file problem exits 2; nothing prints a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
+from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobState
+from ocrtune_shared.ocr import OCROptions, OCRTask
+from pydantic import ValidationError
+
+from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_client.dataset_builder import build_parquet
 
+EXIT_SERVICE_ERROR = 1
+EXIT_USAGE = 2
 
+
+def _client(args: argparse.Namespace) -> OCRTuneClient:
+    return OCRTuneClient(args.inference_url, args.trainer_url, api_key=args.api_key)
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
+
+
+# --- ocr ---------------------------------------------------------------------------
+def _ocr(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        print(f"error: no such file: {args.file}", file=sys.stderr)
+        return EXIT_USAGE
+    options = OCROptions(task=args.task, max_tokens=args.max_tokens, prompt=args.prompt)
+    with _client(args) as client:
+        response = client.ocr(args.file, adapter=args.adapter, options=options)
+    if args.json:
+        _print_json(response.model_dump(mode="json"))
+        return 0
+    if len(response.pages) > 1:
+        for page in response.pages:
+            print(f"--- page {page.page} ---")
+            print(page.text)
+    else:
+        print(response.text)
+    print(
+        f"[{response.adapter or 'base model'}, {response.usage.completion_tokens} tokens, {response.latency_ms:.0f} ms]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --- finetune / jobs -----------------------------------------------------------------
+def _finetune(args: argparse.Namespace) -> int:
+    hp = {
+        key: value
+        for key, value in {
+            "max_steps": args.max_steps,
+            "learning_rate": args.learning_rate,
+            "per_device_batch_size": args.batch_size,
+            "gradient_accumulation_steps": args.grad_accum,
+            "rank": args.rank,
+            "alpha": args.alpha,
+            "warmup_steps": args.warmup_steps,
+        }.items()
+        if value is not None
+    }
+    request = FinetuneRequest(
+        adapter_name=args.name,
+        base_model=args.base_model,
+        train=DatasetSpec(uri=args.dataset, max_samples=args.max_samples),
+        eval=DatasetSpec(uri=args.eval) if args.eval else None,
+        hyperparameters=HyperParameters(**hp),
+    )
+    with _client(args) as client:
+        job = client.finetune(request)
+        print(f"job {job.id}: {job.state.value} (adapter {args.name})", file=sys.stderr)
+        if not args.follow:
+            if args.json:
+                _print_json(job.model_dump(mode="json"))
+            else:
+                print(job.id)
+            return 0
+        job = follow_with_progress(client, job.id)
+    if args.json:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        print(describe_result(job))
+    return 0 if job.state == JobState.succeeded else EXIT_SERVICE_ERROR
+
+
+def follow_with_progress(client: OCRTuneClient, job_id: str, *, stream: object = None) -> Job:
+    """Follow a job's events with a progress bar (step, loss, ETA); return the job at its end."""
+    from tqdm import tqdm
+
+    bar: tqdm | None = None
+    out = stream or sys.stderr
+    try:
+        for event in client.follow(job_id):
+            bar = _render_event(event, bar, out)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"\nstopped following; the job goes on: ocrtune job {job_id}", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return client.job(job_id)
+
+
+def _render_event(event: JobEvent, bar: object, out: object) -> object:
+    from tqdm import tqdm
+
+    progress = event.progress
+    if event.type == JobEventType.state and event.state is not None:
+        message = f" ({event.message})" if event.message else ""
+        (bar.write if bar is not None else lambda s: print(s, file=out))(f"state: {event.state.value}{message}")
+    if event.type == JobEventType.log and event.message:
+        (bar.write if bar is not None else lambda s: print(s, file=out))(event.message)
+    if progress is None:
+        return bar
+    if progress.phase and progress.phase != "training" and event.type != JobEventType.progress:
+        return bar
+    if progress.total_steps and progress.step:
+        if bar is None:
+            bar = tqdm(total=progress.total_steps, desc="training", unit="step", file=out, dynamic_ncols=True)
+        bar.total = progress.total_steps
+        bar.n = min(progress.step, progress.total_steps)
+        postfix = {}
+        if progress.loss is not None:
+            postfix["loss"] = f"{progress.loss:.4f}"
+        if progress.learning_rate is not None:
+            postfix["lr"] = f"{progress.learning_rate:.2e}"
+        if progress.eta_seconds is not None:
+            postfix["eta"] = f"{progress.eta_seconds:.0f}s"
+        bar.set_postfix(postfix, refresh=False)
+        bar.refresh()
+    elif progress.phase:
+        (bar.write if bar is not None else lambda s: print(s, file=out))(f"phase: {progress.phase}")
+    return bar
+
+
+def _fmt_cer(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def describe_result(job: Job) -> str:
+    lines = [f"job {job.id}: {job.state.value}"]
+    if job.error:
+        where = f" ({job.error.where})" if job.error.where else ""
+        lines.append(f"error: {job.error.message}{where}")
+    result = job.result
+    if result.adapter:
+        lines.append(f"adapter: {result.adapter}")
+    if result.cer_before or result.cer_after:
+        before = result.cer_before.corpus_cer if result.cer_before else None
+        after = result.cer_after.corpus_cer if result.cer_after else None
+        lines.append(f"CER (eval, {result.eval_samples} samples): before {_fmt_cer(before)} -> after {_fmt_cer(after)}")
+    if result.runtime_s is not None:
+        lines.append(f"runtime: {result.runtime_s:.1f} s")
+    return "\n".join(lines)
+
+
+def _table(rows: Iterable[list[str]], header: list[str]) -> str:
+    rows = [header, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        page = client.jobs(args.state, cursor=args.cursor)
+    if args.json:
+        _print_json(page.model_dump(mode="json"))
+        return 0
+    rows = []
+    for job in page.jobs:
+        step = f"{job.progress.step}/{job.progress.total_steps}" if job.progress.total_steps else "-"
+        after = job.result.cer_after.corpus_cer if job.result.cer_after else None
+        rows.append(
+            [job.id, job.request.adapter_name, job.state.value, step, _fmt_cer(after), job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+        )
+    print(_table(rows, ["ID", "ADAPTER", "STATE", "STEP", "CER AFTER", "CREATED"]) if rows else "no jobs")
+    if page.next_cursor:
+        print(f"more: ocrtune jobs --cursor {page.next_cursor}", file=sys.stderr)
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.job(args.id)
+        if args.follow and not job.state.terminal:
+            job = follow_with_progress(client, args.id)
+    if args.json:
+        _print_json(job.model_dump(mode="json"))
+    else:
+        print(describe_result(job))
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel(args.id)
+    print(f"job {job.id}: {job.state.value}")
+    return 0
+
+
+# --- adapters -------------------------------------------------------------------------
+def _adapters(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.action == "load":
+            answer = client.load_adapter(args.name)
+            print(f"loaded {args.name}" if not args.json else json.dumps(answer, ensure_ascii=False))
+            return 0
+        if args.action == "unload":
+            answer = client.unload_adapter(args.name)
+            print(f"unloaded {args.name}" if not args.json else json.dumps(answer, ensure_ascii=False))
+            return 0
+        listing = client.adapters()
+    if args.json:
+        _print_json(listing.model_dump(mode="json"))
+        return 0
+    rows = [
+        [
+            a.name,
+            str(a.version) + (" (latest)" if a.latest else ""),
+            a.state.value,
+            str(a.rank),
+            _fmt_cer(a.cer_before.corpus_cer if a.cer_before else None),
+            _fmt_cer(a.cer_after.corpus_cer if a.cer_after else None),
+            str(a.requests),
+        ]
+        for a in listing.adapters
+    ]
+    print(_table(rows, ["NAME", "VERSION", "STATE", "RANK", "CER BEFORE", "CER AFTER", "REQUESTS"]) if rows else "no adapters")
+    return 0
+
+
+# --- dataset --------------------------------------------------------------------------
 def _dataset_build(args: argparse.Namespace) -> int:
     try:
         report = build_parquet(args.images, args.output, labels=args.labels, skip_bad=args.skip_bad)
     except (FileNotFoundError, UnicodeDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     for problem in report.problems:
         print(f"bad row: {problem}", file=sys.stderr)
     if report.output is None:
@@ -26,8 +263,58 @@ def _dataset_build(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--inference-url", help="inference service (default: $OCRTUNE_INFERENCE_URL or http://127.0.0.1:8000)")
+    common.add_argument("--trainer-url", help="trainer service (default: $OCRTUNE_TRAINER_URL or http://127.0.0.1:8001)")
+    common.add_argument("--api-key", help="bearer key when the services require one (default: $OCRTUNE_API_KEY)")
+    common.add_argument("--json", action="store_true", help="print the service's answer as JSON")
+
     parser = argparse.ArgumentParser(prog="ocrtune", description="Fine-tune and serve OCR models")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    ocr = sub.add_parser("ocr", parents=[common], help="OCR an image or a PDF")
+    ocr.add_argument("file", type=Path, help="image (PNG, JPEG, ...) or PDF")
+    ocr.add_argument("--adapter", help="LoRA adapter: NAME or NAME@VERSION (default: the base model)")
+    ocr.add_argument("--task", choices=[t.value for t in OCRTask], default=OCRTask.free_ocr.value)
+    ocr.add_argument("--prompt", help="override the task's prompt")
+    ocr.add_argument("--max-tokens", type=int, default=512)
+    ocr.set_defaults(handler=_ocr)
+
+    ft = sub.add_parser("finetune", parents=[common], help="submit a LoRA fine-tune")
+    ft.add_argument("dataset", help="train dataset: path, file://, hf://datasets/..., s3://, https://")
+    ft.add_argument("--name", required=True, help="adapter name to publish")
+    ft.add_argument("--eval", help="held-out dataset URI (default: a fraction of train)")
+    ft.add_argument("--base-model", help="default: the trainer's configured base model")
+    ft.add_argument("--max-samples", type=int, help="use only the first N training rows")
+    ft.add_argument("--max-steps", type=int)
+    ft.add_argument("--learning-rate", type=float)
+    ft.add_argument("--batch-size", type=int, help="per-device batch size")
+    ft.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
+    ft.add_argument("--warmup-steps", type=int)
+    ft.add_argument("--rank", type=int, help="LoRA rank")
+    ft.add_argument("--alpha", type=int, help="LoRA alpha")
+    ft.add_argument("--follow", action="store_true", help="show progress until the job ends")
+    ft.set_defaults(handler=_finetune)
+
+    jobs = sub.add_parser("jobs", parents=[common], help="list fine-tune jobs")
+    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument("--cursor", help="next page (printed after a full page)")
+    jobs.set_defaults(handler=_jobs)
+
+    job = sub.add_parser("job", parents=[common], help="show one job")
+    job.add_argument("id")
+    job.add_argument("--follow", action="store_true", help="show progress until the job ends")
+    job.set_defaults(handler=_job)
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
+    cancel.add_argument("id")
+    cancel.set_defaults(handler=_cancel)
+
+    adapters = sub.add_parser("adapters", parents=[common], help="list adapters; 'load NAME' / 'unload NAME'")
+    adapters.add_argument("action", nargs="?", choices=["list", "load", "unload"], default="list")
+    adapters.add_argument("name", nargs="?", help="adapter for load/unload: NAME or NAME@VERSION")
+    adapters.set_defaults(handler=_adapters)
+
     dataset = sub.add_parser("dataset", help="dataset tools").add_subparsers(dest="dataset_command", required=True)
     build = dataset.add_parser("build", help="folder of images + labels file -> parquet (image, text)")
     build.add_argument("images", type=Path, help="folder holding the images (paths in the labels file are relative to it)")
@@ -38,9 +325,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Parse and run one command; the exit status is returned, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "action", None) in ("load", "unload") and not args.name:
+        parser.error(f"adapters {args.action} needs an adapter NAME")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except OCRTuneError as exc:
+        where = f" ({exc.body.where})" if exc.body.where else ""
+        status = f" [HTTP {exc.status} {exc.code.value}]" if exc.status else ""
+        print(f"error: {exc.message}{where}{status}", file=sys.stderr)
+        return EXIT_SERVICE_ERROR
+    except ValidationError as exc:
+        # A request we refuse to send (bad adapter name, out-of-range hyper-parameter): same words as the server's 422.
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "request"
+            print(f"error: {field}: {err['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    sys.exit(args.handler(args))
+    sys.exit(run(argv))
 
 
 if __name__ == "__main__":
