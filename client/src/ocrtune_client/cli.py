@@ -187,7 +187,14 @@ def _jobs(args: argparse.Namespace) -> int:
         step = f"{job.progress.step}/{job.progress.total_steps}" if job.progress.total_steps else "-"
         after = job.result.cer_after.corpus_cer if job.result.cer_after else None
         rows.append(
-            [job.id, job.request.adapter_name, job.state.value, step, _fmt_cer(after), job.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+            [
+                job.id,
+                job.request.adapter_name,
+                job.state.value,
+                step,
+                _fmt_cer(after),
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            ]
         )
     print(_table(rows, ["ID", "ADAPTER", "STATE", "STEP", "CER AFTER", "CREATED"]) if rows else "no jobs")
     if page.next_cursor:
@@ -241,7 +248,11 @@ def _adapters(args: argparse.Namespace) -> int:
         ]
         for a in listing.adapters
     ]
-    print(_table(rows, ["NAME", "VERSION", "STATE", "RANK", "CER BEFORE", "CER AFTER", "REQUESTS"]) if rows else "no adapters")
+    print(
+        _table(rows, ["NAME", "VERSION", "STATE", "RANK", "CER BEFORE", "CER AFTER", "REQUESTS"])
+        if rows
+        else "no adapters"
+    )
     return 0
 
 
@@ -255,17 +266,26 @@ def _dataset_build(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"bad row: {problem}", file=sys.stderr)
     if report.output is None:
-        reason = "no good rows" if not report.problems else f"{len(report.problems)} bad row(s); fix them or pass --skip-bad"
+        reason = (
+            "no good rows" if not report.problems else f"{len(report.problems)} bad row(s); fix them or pass --skip-bad"
+        )
         print(f"error: nothing written: {reason}", file=sys.stderr)
         return 1
-    print(f"wrote {report.rows_written} rows to {report.output}" + (f", skipped {len(report.problems)}" if report.problems else ""))
+    print(
+        f"wrote {report.rows_written} rows to {report.output}"
+        + (f", skipped {len(report.problems)}" if report.problems else "")
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--inference-url", help="inference service (default: $OCRTUNE_INFERENCE_URL or http://127.0.0.1:8000)")
-    common.add_argument("--trainer-url", help="trainer service (default: $OCRTUNE_TRAINER_URL or http://127.0.0.1:8001)")
+    common.add_argument(
+        "--inference-url", help="inference service (default: $OCRTUNE_INFERENCE_URL or http://127.0.0.1:8000)"
+    )
+    common.add_argument(
+        "--trainer-url", help="trainer service (default: $OCRTUNE_TRAINER_URL or http://127.0.0.1:8001)"
+    )
     common.add_argument("--api-key", help="bearer key when the services require one (default: $OCRTUNE_API_KEY)")
     common.add_argument("--json", action="store_true", help="print the service's answer as JSON")
 
@@ -317,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dataset = sub.add_parser("dataset", help="dataset tools").add_subparsers(dest="dataset_command", required=True)
     build = dataset.add_parser("build", help="folder of images + labels file -> parquet (image, text)")
-    build.add_argument("images", type=Path, help="folder holding the images (paths in the labels file are relative to it)")
+    build.add_argument(
+        "images", type=Path, help="folder holding the images (paths in the labels file are relative to it)"
+    )
     build.add_argument("-o", "--output", type=Path, required=True, help="parquet file to write")
     build.add_argument("--labels", type=Path, help="labels file (TSV/CSV/JSONL); default: the one in the folder")
     build.add_argument("--skip-bad", action="store_true", help="write the good rows even if some are bad")

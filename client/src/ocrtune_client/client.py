@@ -279,7 +279,9 @@ class OCRTuneClient:
         self.inference_url = _resolve(inference_url, INFERENCE_URL_ENV, DEFAULT_INFERENCE_URL)
         self.trainer_url = _resolve(trainer_url, TRAINER_URL_ENV, DEFAULT_TRAINER_URL)
         headers = _auth_headers(api_key or os.environ.get(API_KEY_ENV))
-        self._inference = httpx.Client(base_url=self.inference_url, headers=headers, timeout=timeout, transport=transport)
+        self._inference = httpx.Client(
+            base_url=self.inference_url, headers=headers, timeout=timeout, transport=transport
+        )
         self._trainer = httpx.Client(base_url=self.trainer_url, headers=headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> OCRTuneClient:
@@ -358,7 +360,9 @@ class OCRTuneClient:
     def job(self, job_id: str) -> Job:
         return parse_model(Job, self._send("trainer", "GET", f"/finetune/{job_id}"))
 
-    def jobs(self, state: JobState | str | None = None, *, cursor: str | None = None, limit: int | None = None) -> JobList:
+    def jobs(
+        self, state: JobState | str | None = None, *, cursor: str | None = None, limit: int | None = None
+    ) -> JobList:
         """One page of jobs, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
         return parse_model(JobList, self._send("trainer", "GET", "/finetune", params=jobs_params(state, cursor, limit)))
 
@@ -384,7 +388,9 @@ class OCRTuneClient:
         last_seq = -1
         for attempt in range(FOLLOW_RECONNECTS + 1):
             headers = {"Last-Event-ID": str(last_seq)} if last_seq >= 0 else {}
-            request = self._trainer.build_request("GET", f"/finetune/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT)
+            request = self._trainer.build_request(
+                "GET", f"/finetune/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+            )
             try:
                 for event in self._stream(request, "trainer", decode_job_event):
                     if event.seq <= last_seq:
@@ -479,7 +485,9 @@ class AsyncOCRTuneClient:
         self._inference = httpx.AsyncClient(
             base_url=self.inference_url, headers=headers, timeout=timeout, transport=transport
         )
-        self._trainer = httpx.AsyncClient(base_url=self.trainer_url, headers=headers, timeout=timeout, transport=transport)
+        self._trainer = httpx.AsyncClient(
+            base_url=self.trainer_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncOCRTuneClient:
         return self
@@ -550,7 +558,9 @@ class AsyncOCRTuneClient:
         last_seq = -1
         for attempt in range(FOLLOW_RECONNECTS + 1):
             headers = {"Last-Event-ID": str(last_seq)} if last_seq >= 0 else {}
-            request = self._trainer.build_request("GET", f"/finetune/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT)
+            request = self._trainer.build_request(
+                "GET", f"/finetune/{job_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+            )
             try:
                 async for event in self._stream_job_events(request):
                     if event.seq <= last_seq:
