@@ -1,0 +1,17 @@
+"""``python -m ocrtune_inference``: the service under uvicorn, configured from ``OCRTUNE_INFERENCE_*``."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from ocrtune_inference.main import create_app
+from ocrtune_inference.settings import InferenceSettings
+
+
+def main() -> None:
+    settings = InferenceSettings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP routes, thin: each reads the request, calls the service logic, renders the result."""

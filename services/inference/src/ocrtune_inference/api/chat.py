@@ -1,0 +1,163 @@
+"""OpenAI-compatible ``POST /v1/chat/completions``: ``model`` names an adapter (or the base model).
+
+Clients that already speak the protocol send one user message with an image part
+(a ``data:`` URL or ``https://``) and optional text (the instruction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
+
+from ocrtune_inference.api.dependencies import ocr_service
+from ocrtune_inference.api.errors import ERROR_RESPONSES
+from ocrtune_inference.api.uploads import load_source
+from ocrtune_inference.documents import load_pages
+from ocrtune_inference.ocr import OCRService
+from ocrtune_shared.errors import ErrorCode, ServiceError
+from ocrtune_shared.ocr import OCROptions
+
+router = APIRouter(tags=["openai"])
+
+
+class ImageURL(BaseModel):
+    url: str
+
+
+class ContentPart(BaseModel):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageURL | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+
+class ChatCompletionRequest(BaseModel):
+    model: str = Field(description="An adapter (name or name@version), or the served base model's name")
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, description="Ignored: OCR decodes greedily")
+    stream: bool = False
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "model": "invoices-zh",
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo..."}},
+                                {"type": "text", "text": "Free OCR."},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
+
+class ChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ChoiceMessage
+    finish_reason: str | None
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: ChatUsage
+
+
+def _image_and_instruction(request: ChatCompletionRequest) -> tuple[str, str]:
+    user = [m for m in request.messages if m.role == "user"]
+    if not user:
+        raise ServiceError(422, ErrorCode.invalid_request, "a user message is required", "messages")
+    content = user[-1].content
+    parts = [ContentPart(type="text", text=content)] if isinstance(content, str) else content
+    images = [p.image_url.url for p in parts if p.type == "image_url" and p.image_url is not None]
+    if len(images) != 1:
+        raise ServiceError(
+            422, ErrorCode.invalid_request, f"the user message must hold exactly one image_url part, not {len(images)}",
+            "messages",
+        )
+    instruction = " ".join(p.text for p in parts if p.type == "text" and p.text).strip()
+    return images[0], instruction
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=ERROR_RESPONSES,
+    summary="OCR through the OpenAI chat protocol; model = adapter",
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: OCRService = Depends(ocr_service)):
+    settings = request.app.state.settings
+    url, instruction = _image_and_instruction(body)
+    adapter = await service.adapter_for(body.model)
+    data = await load_source(None, url, settings)
+    pages = await asyncio.to_thread(
+        load_pages, data, max_pixels=settings.max_image_pixels, max_pages=1, pdf_scale=settings.pdf_render_scale,
+        where="image_url",
+    )
+    options = OCROptions(max_tokens=body.max_completion_tokens or body.max_tokens or 512)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    model = adapter.ref if adapter else service.model_name
+    if body.stream:
+        async def chunks() -> AsyncIterator[dict[str, str]]:
+            import json
+
+            async for event in service.stream(pages, options.model_copy(update={"prompt": instruction or None}), adapter):
+                delta = {"content": event.delta} if not event.done else {}
+                finish = event.response.pages[-1].finish_reason if event.done and event.response else None
+                yield {"data": json.dumps({
+                    "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }, ensure_ascii=False)}
+            yield {"data": "[DONE]"}
+
+        return EventSourceResponse(chunks())
+    result = await service.recognize(pages, options, adapter, instruction=instruction)
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[Choice(message=ChoiceMessage(content=result.text), finish_reason=result.pages[0].finish_reason)],
+        usage=ChatUsage(
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            total_tokens=result.usage.prompt_tokens + result.usage.completion_tokens,
+        ),
+    )
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

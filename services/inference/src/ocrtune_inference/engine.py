@@ -1,0 +1,109 @@
+"""The engine: vLLM's in-process ``AsyncLLM`` (continuous batching across base and adapters)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.lora.request import LoRARequest
+
+from ocrtune_inference.families import EnginePrompt
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Text decoded so far for one request; ``finished`` on the last one."""
+
+    text: str
+    delta: str
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool
+    finish_reason: str | None
+
+
+def engine_args(settings: Any, model_dir: str, family_kwargs: dict[str, Any]) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+
+    return AsyncEngineArgs(
+        model=model_dir,
+        served_model_name=[settings.model_name],
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        enable_lora=True,
+        max_loras=settings.max_loras,
+        max_cpu_loras=max(settings.max_cpu_loras, settings.max_loras),
+        max_lora_rank=settings.max_lora_rank,
+        limit_mm_per_prompt={"image": 1},
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        # CUDA graphs do not exist on the CPU; compiling there only costs start time.
+        enforce_eager=settings.enforce_eager or current_platform.is_cpu(),
+        enable_log_requests=False,
+        **family_kwargs,
+    )
+
+
+class OCREngine:
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+        self._ids = itertools.count()
+        self.in_flight = 0
+
+    @classmethod
+    def start(cls, settings: Any, model_dir: str, family_kwargs: dict[str, Any]) -> "OCREngine":
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return cls(AsyncLLM.from_engine_args(engine_args(settings, model_dir, family_kwargs)))
+
+    @property
+    def ready(self) -> bool:
+        return not self._llm.errored
+
+    async def generate(
+        self, prompt: EnginePrompt, *, max_tokens: int, lora: LoRARequest | None
+    ) -> AsyncIterator[Generation]:
+        """Greedy decoding of one prompt; yields as text arrives."""
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, output_kind=_delta_kind())
+        request_id = f"ocr-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        text, completion_tokens, prompt_tokens = "", 0, 0
+        self.in_flight += 1
+        try:
+            async for output in self._llm.generate(prompt.as_vllm(), params, request_id, lora_request=lora):
+                piece = output.outputs[0]
+                text += piece.text
+                completion_tokens += len(piece.token_ids)
+                prompt_tokens = len(output.prompt_token_ids or []) or prompt_tokens
+                yield Generation(
+                    text=text,
+                    delta=piece.text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    finished=output.finished,
+                    finish_reason=piece.finish_reason,
+                )
+        finally:
+            self.in_flight -= 1
+
+    async def add_lora(self, lora: LoRARequest) -> bool:
+        return await self._llm.add_lora(lora)
+
+    async def remove_lora(self, lora_id: int) -> bool:
+        return await self._llm.remove_lora(lora_id)
+
+    async def list_loras(self) -> set[int]:
+        return set(await self._llm.list_loras())
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _delta_kind() -> Any:
+    from vllm.sampling_params import RequestOutputKind
+
+    return RequestOutputKind.DELTA

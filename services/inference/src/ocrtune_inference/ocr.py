@@ -1,0 +1,133 @@
+"""OCR of page images with an optional adapter: the logic behind ``POST /ocr`` and chat completions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from PIL import Image
+
+from ocrtune_inference.adapters import AdapterCatalog, ServedAdapter
+from ocrtune_inference.engine import Generation, OCREngine
+from ocrtune_inference.families import EnginePrompt, ModelFamily
+from ocrtune_inference.metrics import BASE_LABEL, ServiceMetrics
+from ocrtune_shared.errors import ErrorCode, ServiceError
+from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent, PageResult, Usage
+
+PAGE_SEPARATOR = "\f"
+
+
+class OCRService:
+    def __init__(
+        self, engine: OCREngine, catalog: AdapterCatalog, family: ModelFamily, metrics: ServiceMetrics, model_name: str
+    ) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.family = family
+        self.metrics = metrics
+        self.model_name = model_name
+
+    async def adapter_for(self, reference: str | None) -> ServedAdapter | None:
+        """The adapter a request names (header or ``model=``); None for the base model."""
+        if reference is None or not reference.strip() or reference.strip() == self.model_name:
+            return None
+        adapter = await self.catalog.resolve(reference)
+        self.catalog.mark_used(adapter)
+        return adapter
+
+    async def _generate(self, prompt: EnginePrompt, max_tokens: int, adapter: ServedAdapter | None) -> AsyncIterator[Generation]:
+        self.metrics.in_flight.set(self.engine.in_flight + 1)
+        try:
+            async for generation in self.engine.generate(
+                prompt, max_tokens=max_tokens, lora=adapter.lora if adapter else None
+            ):
+                yield generation
+        except ServiceError:
+            raise
+        except ValueError as exc:  # vLLM's input validation (prompt too long, bad image for the processor)
+            raise ServiceError(422, ErrorCode.invalid_request, f"the engine refused the request: {exc}") from None
+        finally:
+            self.metrics.in_flight.set(self.engine.in_flight)
+
+    async def _page(self, number: int, prompt: EnginePrompt, options: OCROptions, adapter: ServedAdapter | None) -> PageResult:
+        last: Generation | None = None
+        async for last in self._generate(prompt, options.max_tokens, adapter):
+            pass
+        assert last is not None, "the engine finished without output"
+        return PageResult(
+            page=number,
+            text=last.text,
+            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
+            finish_reason=last.finish_reason,
+        )
+
+    def _response(self, pages: list[PageResult], adapter: ServedAdapter | None, started: float) -> OCRResponse:
+        label = adapter.ref if adapter else BASE_LABEL
+        usage = Usage(
+            prompt_tokens=sum(p.usage.prompt_tokens for p in pages),
+            completion_tokens=sum(p.usage.completion_tokens for p in pages),
+        )
+        elapsed = time.perf_counter() - started
+        self.metrics.requests.labels(adapter=label, status="ok").inc()
+        self.metrics.latency.labels(adapter=label).observe(elapsed)
+        self.metrics.tokens.labels(adapter=label, kind="prompt").inc(usage.prompt_tokens)
+        self.metrics.tokens.labels(adapter=label, kind="completion").inc(usage.completion_tokens)
+        self.metrics.pages.labels(adapter=label).inc(len(pages))
+        return OCRResponse(
+            text=PAGE_SEPARATOR.join(p.text for p in pages),
+            pages=pages,
+            model=self.model_name,
+            adapter=adapter.ref if adapter else None,
+            usage=usage,
+            latency_ms=round(elapsed * 1000, 3),
+        )
+
+    def failed(self, adapter: ServedAdapter | None) -> None:
+        self.metrics.requests.labels(adapter=adapter.ref if adapter else BASE_LABEL, status="error").inc()
+
+    async def recognize(
+        self, pages: list[Image.Image], options: OCROptions, adapter: ServedAdapter | None, *, instruction: str | None = None
+    ) -> OCRResponse:
+        """All pages at once: the engine batches them with everyone else's requests."""
+        started = time.perf_counter()
+        prompts = [self._prompt(page, options, instruction) for page in pages]
+        try:
+            results = await asyncio.gather(
+                *(self._page(i + 1, prompt, options, adapter) for i, prompt in enumerate(prompts))
+            )
+        except Exception:
+            self.failed(adapter)
+            raise
+        return self._response(list(results), adapter, started)
+
+    async def stream(
+        self, pages: list[Image.Image], options: OCROptions, adapter: ServedAdapter | None
+    ) -> AsyncIterator[OCRStreamEvent]:
+        """Text deltas page by page, then one ``done`` event carrying the whole response."""
+        started = time.perf_counter()
+        results: list[PageResult] = []
+        try:
+            for number, page in enumerate(pages, start=1):
+                last: Generation | None = None
+                async for last in self._generate(self._prompt(page, options, None), options.max_tokens, adapter):
+                    if last.delta:
+                        yield OCRStreamEvent(page=number, delta=last.delta)
+                assert last is not None, "the engine finished without output"
+                results.append(
+                    PageResult(
+                        page=number,
+                        text=last.text,
+                        usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
+                        finish_reason=last.finish_reason,
+                    )
+                )
+        except Exception:
+            self.failed(adapter)
+            raise
+        yield OCRStreamEvent(page=len(results), done=True, response=self._response(results, adapter, started))
+
+    def _prompt(self, page: Image.Image, options: OCROptions, instruction: str | None) -> EnginePrompt:
+        if instruction is not None:
+            return self.family.chat_prompt(page, instruction, options)
+        return self.family.prompt(page, options)
