@@ -1,0 +1,3 @@
+from ocrtune_trainer.main import run
+
+run()

@@ -1,0 +1,107 @@
+"""Routes of the fine-tune jobs API."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
+from ocrtune_shared.finetune import FinetuneRequest
+from ocrtune_shared.jobs import Job, JobList, JobState
+from sse_starlette.sse import EventSourceResponse
+
+from ocrtune_trainer.jobs import JobQueue
+from ocrtune_trainer.settings import TrainerSettings
+from ocrtune_trainer.validation import check_request
+
+ERRORS = {
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+def require_api_key(request: Request, authorization: str | None = Header(default=None)) -> None:
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), key) for key in keys):
+        raise ServiceError(401, ErrorCode.unauthorized, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+
+router = APIRouter(prefix="/finetune", tags=["finetune"], dependencies=[Depends(require_api_key)], responses=ERRORS)
+
+
+def _queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+@router.post("", status_code=202, response_model=Job)
+async def submit(body: FinetuneRequest, request: Request) -> Job:
+    settings: TrainerSettings = request.app.state.settings
+    check_request(body, settings)
+    if body.base_model is None:
+        body = body.model_copy(update={"base_model": settings.base_model})
+    job = await run_in_threadpool(_queue(request).submit, body)
+    request.app.state.metrics.jobs_submitted.inc()
+    return job
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    state: JobState | None = None,
+    cursor: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> JobList:
+    try:
+        return await run_in_threadpool(_queue(request).list, state, cursor, limit)
+    except ValueError as exc:
+        raise ServiceError(422, ErrorCode.invalid_request, str(exc), "cursor") from None
+
+
+@router.get("/{job_id}", response_model=Job)
+async def get_job(job_id: str, request: Request) -> Job:
+    return await run_in_threadpool(_queue(request).get, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+async def cancel_job(job_id: str, request: Request) -> Job:
+    return await run_in_threadpool(_queue(request).request_cancel, job_id)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job_id: str, request: Request, last_event_id: str | None = Header(default=None)
+) -> EventSourceResponse:
+    """Server-sent events: every state change, progress step, eval CER; ends when the job ends."""
+    queue = _queue(request)
+    await run_in_threadpool(queue.get, job_id)  # 404 before the stream starts
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    interval = request.app.state.settings.poll_interval_s
+
+    async def stream() -> AsyncIterator[dict]:
+        nonlocal after
+        while True:
+            events = await run_in_threadpool(queue.events, job_id, after)
+            for event in events:
+                after = event.seq
+                yield {"id": str(event.seq), "event": event.type.value, "data": event.model_dump_json()}
+            if not events:
+                job = await run_in_threadpool(queue.get, job_id)
+                if job.state.terminal and not await run_in_threadpool(queue.events, job_id, after):
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(interval)
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

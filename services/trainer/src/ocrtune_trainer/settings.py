@@ -1,0 +1,88 @@
+"""The trainer's one settings class: environment variables prefixed ``OCRTUNE_TRAINER_``."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ocrtune" / "trainer"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    """bf16 on a GPU that supports it, float32 elsewhere."""
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+def _split_list(value: object) -> object:
+    # Lists come from the environment as "a,b" (or "a:b" for paths, the way PATH is written).
+    if isinstance(value, str):
+        parts = [p.strip() for chunk in value.split(",") for p in chunk.split(":")] if value else []
+        return [p for p in parts if p]
+    return value
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OCRTUNE_TRAINER_", extra="ignore")
+
+    base_model: str = Field(
+        default="Qwen/Qwen2-VL-2B-Instruct",
+        description="Path or hub id of the base model, used when a job names none",
+    )
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Job work folders and the default SQLite file")
+    adapter_store: Path = Field(default=DEFAULT_DATA_DIR / "adapters", description="Root the inference service reads")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/jobs.db, or postgresql+psycopg://..."
+    )
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Local folders that local/file:// dataset URIs may point into"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8001
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="When set, every job endpoint needs 'Authorization: Bearer <key>'"
+    )
+    inference_url: str | None = Field(
+        default=None, description="After publishing, POST {inference_url}/adapters/{name}/load to warm the adapter"
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
+    precision: Precision = Precision.auto
+    gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory on large models")
+    torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch in the worker")
+    run_worker: bool = Field(default=True, description="Start and supervise the worker process with the API")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for s3:// URIs")
+    max_download_bytes: int = Field(default=20 * 1024**3, ge=1)
+    max_extract_bytes: int = Field(default=40 * 1024**3, ge=1, description="Total size an archive may unpack to")
+    max_rows: int = Field(default=200_000, ge=1, description="Rows a dataset may bring when max_samples is unset")
+    eval_batch_size: int = Field(default=8, ge=1)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0, description="A worker silent this long is taken as dead")
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    keep_job_files: bool = Field(default=False, description="Keep each job's work folder after it ends")
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        # Keys may contain ':'; only commas separate them.
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
