@@ -345,8 +345,7 @@ class OCRTuneClient:
     def load_adapter(self, adapter: str | AdapterRef) -> dict[str, Any]:
         """Pre-warm an adapter into a device slot; returns the service's answer as JSON."""
         ref = adapter if isinstance(adapter, AdapterRef) else AdapterRef.parse(adapter)
-        params = {"version": str(ref.version)} if ref.version else None
-        return _json_or_raise(self._send("inference", "POST", f"/adapters/{ref.name}/load", params=params))
+        return _json_or_raise(self._send("inference", "POST", f"/adapters/{ref}/load"))
 
     def unload_adapter(self, name: str) -> dict[str, Any]:
         """Unload an adapter from the engine; the store keeps it."""
@@ -530,8 +529,7 @@ class AsyncOCRTuneClient:
 
     async def load_adapter(self, adapter: str | AdapterRef) -> dict[str, Any]:
         ref = adapter if isinstance(adapter, AdapterRef) else AdapterRef.parse(adapter)
-        params = {"version": str(ref.version)} if ref.version else None
-        return _json_or_raise(await self._send("inference", "POST", f"/adapters/{ref.name}/load", params=params))
+        return _json_or_raise(await self._send("inference", "POST", f"/adapters/{ref}/load"))
 
     async def unload_adapter(self, name: str) -> dict[str, Any]:
         return _json_or_raise(await self._send("inference", "DELETE", f"/adapters/{AdapterRef.parse(name).name}"))

@@ -1,0 +1,579 @@
+"""The main job, end to end: ``python -m ocrtune_client.demo`` (``make demo``).
+
+What a new user does with ocrtune, in one command:
+
+1. picks the base model: ``$OCR_BASE_MODEL``, else DeepSeek-OCR-2 when a GPU is present,
+   else the small random-weight Qwen2-VL that the devkit builds locally (offline, CPU);
+2. builds a small synthetic Chinese OCR dataset, a train and a held-out parquet
+   (or takes the user's: ``--train URI --eval URI``);
+3. starts the inference and trainer services on 127.0.0.1, each in its own process
+   group, with the adapter store and the SQLite job database under ``./var/demo``;
+4. ``POST /finetune`` and follows the job with a progress bar (step, loss, ETA);
+5. OCRs the held-out images with the base model and with the new adapter
+   (``X-Adapter``) and prints both texts side by side, with CER before and after;
+6. leaves the services running and prints their PIDs, URLs and curl lines.
+   ``python -m ocrtune_client.demo stop`` (or ``--stop``) stops them.
+
+A JSON summary is written to ``<workdir>/summary.json`` (and ``--json-summary``).
+
+With the tiny model, the adapter can only memorise the lines it was trained on (a
+random 1 M-parameter model does not learn to read in seconds), so the held-out set
+has two parts: new renderings of the training lines, and lines never seen. The
+first shows the pipeline works end to end (CER falls to near 0); the second is
+printed too, so nobody mistakes that for generalisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ocrtune_shared.cer import character_error_rate, normalize
+from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
+from ocrtune_shared.jobs import JobState
+from ocrtune_shared.ocr import OCROptions
+
+from ocrtune_client.cli import follow_with_progress
+from ocrtune_client.client import OCRTuneClient, OCRTuneError
+
+GPU_DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR-2"
+ADAPTER_NAME = "demo-zh"
+STATE_FILE = "services.json"
+SUMMARY_FILE = "summary.json"
+READY_TIMEOUT_S = 600.0
+
+
+# --- model and hardware ----------------------------------------------------------------
+def gpu_present() -> bool:
+    """Same rule as scripts/setup.sh, so the demo uses the engine that setup installed."""
+    if os.environ.get("OCRTUNE_ENGINE") in ("cpu", "gpu"):
+        return os.environ["OCRTUNE_ENGINE"] == "gpu"
+    if not shutil.which("nvidia-smi"):
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+@dataclass
+class Recipe:
+    """What the demo trains with: the model, how many lines, and the hyper-parameters."""
+
+    model: str
+    tiny: bool
+    train_lines: int
+    new_lines: int
+    hyperparameters: HyperParameters
+    max_tokens: int
+
+
+def choose_recipe(model: str | None, steps: int | None) -> Recipe:
+    model = model or os.environ.get("OCR_BASE_MODEL")
+    if not model and not gpu_present():
+        from ocrtune_devkit.tiny_models import build_tiny_qwen2_vl
+
+        # The tiny random model needs a much larger learning rate than the GPU recipe,
+        # and sees all its training lines in every step (batch 8 = the 8 lines).
+        return Recipe(
+            model=str(build_tiny_qwen2_vl()),
+            tiny=True,
+            train_lines=8,
+            new_lines=8,
+            hyperparameters=HyperParameters(
+                max_steps=steps or 80,
+                learning_rate=2e-3,
+                warmup_steps=0,
+                lr_scheduler="constant",
+                per_device_batch_size=8,
+                gradient_accumulation_steps=1,
+                optimizer="adamw_torch",
+                max_new_tokens=24,
+            ),
+            max_tokens=24,
+        )
+    # The reference notebook's recipe (its defaults are FinetuneRequest's).
+    return Recipe(
+        model=model or GPU_DEFAULT_MODEL,
+        tiny=False,
+        train_lines=400,
+        new_lines=40,
+        hyperparameters=HyperParameters(max_steps=steps or 60, max_new_tokens=64),
+        max_tokens=64,
+    )
+
+
+# --- data ----------------------------------------------------------------------------------
+@dataclass
+class HeldOut:
+    """One held-out image: its text, whether that text was in the training set, the PNG."""
+
+    text: str
+    seen_text: bool
+    png: bytes
+
+
+def build_dataset(folder: Path, recipe: Recipe, seed: int) -> tuple[Path, Path, list[HeldOut]]:
+    """Write train.parquet and eval.parquet under ``folder``; return them and the held-out images."""
+    from ocrtune_devkit.synthetic import Sample, make_samples, render_line, write_parquet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = make_samples(recipe.train_lines + recipe.new_lines, seed=seed)
+    train, new = pool[: recipe.train_lines], pool[recipe.train_lines :]
+    # Different noise and ink from the training images: same lines, new pictures.
+    rng = random.Random(seed + 1)
+    rerendered = [Sample(text=s.text, png=render_line(s.text, rng=rng)) for s in train[: recipe.new_lines]]
+    held_out = [HeldOut(s.text, True, s.png) for s in rerendered] + [HeldOut(s.text, False, s.png) for s in new]
+    train_path = write_parquet(train, folder / "train.parquet")
+    eval_path = write_parquet(rerendered + new, folder / "eval.parquet")
+    return Path(train_path), Path(eval_path), held_out
+
+
+def held_out_from_parquet(uri: str) -> list[HeldOut]:
+    """The user's own eval set (a local parquet with image bytes and text), for the side-by-side."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(uri.removeprefix("file://")).to_pylist()
+    items = []
+    for row in table:
+        image = row["image"]
+        png = image["bytes"] if isinstance(image, dict) else image
+        items.append(HeldOut(str(row["text"]), False, png))
+    return items
+
+
+# --- services ------------------------------------------------------------------------------
+def free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else a free port the OS gives."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    pid: int
+    url: str
+    log: str
+
+
+@dataclass
+class RunningServices:
+    inference: ServiceProcess
+    trainer: ServiceProcess
+    model: str
+    workdir: str
+    started_at: float = field(default_factory=time.time)
+
+
+def start_services(workdir: Path, recipe: Recipe, data_roots: list[Path], ports: tuple[int, int]) -> RunningServices:
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    store = workdir / "adapters"
+    store.mkdir(parents=True, exist_ok=True)
+    inference_port, trainer_port = free_port(ports[0]), free_port(ports[1])
+    if trainer_port == inference_port:
+        trainer_port = free_port(0)
+    inference_url = f"http://127.0.0.1:{inference_port}"
+    trainer_url = f"http://127.0.0.1:{trainer_port}"
+    base_env = dict(os.environ)
+    if recipe.tiny:
+        base_env["HF_HUB_OFFLINE"] = "1"
+    base_env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM's CPU backend would reserve far more KV cache than a laptop spares.
+    base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    inference_env = {
+        **base_env,
+        "OCRTUNE_INFERENCE_MODEL": recipe.model,
+        "OCRTUNE_INFERENCE_ADAPTER_STORE": str(store),
+        "OCRTUNE_INFERENCE_HOST": "127.0.0.1",
+        "OCRTUNE_INFERENCE_PORT": str(inference_port),
+        "OCRTUNE_INFERENCE_MAX_LORA_RANK": str(max(16, recipe.hyperparameters.rank)),
+    }
+    if recipe.tiny:
+        inference_env.setdefault("OCRTUNE_INFERENCE_DTYPE", "float32")
+        inference_env.setdefault("OCRTUNE_INFERENCE_MAX_MODEL_LEN", "512")
+    trainer_env = {
+        **base_env,
+        "OCRTUNE_TRAINER_BASE_MODEL": recipe.model,
+        "OCRTUNE_TRAINER_ADAPTER_STORE": str(store),
+        "OCRTUNE_TRAINER_DATA_DIR": str(workdir / "trainer"),
+        "OCRTUNE_TRAINER_DATABASE_URL": f"sqlite:///{workdir / 'jobs.db'}",
+        "OCRTUNE_TRAINER_DATA_ROOTS": ",".join(str(p) for p in data_roots),
+        "OCRTUNE_TRAINER_HOST": "127.0.0.1",
+        "OCRTUNE_TRAINER_PORT": str(trainer_port),
+        "OCRTUNE_TRAINER_INFERENCE_URL": inference_url,
+    }
+    processes = []
+    for name, env, url in (("inference", inference_env, inference_url), ("trainer", trainer_env, trainer_url)):
+        log = logs / f"{name}.log"
+        with open(log, "ab") as out:
+            # A session of its own: the services outlive the demo, and `stop` can end each
+            # one with its whole group (vLLM's engine and worker processes included).
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"ocrtune_{name}"],
+                env=env,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        processes.append(ServiceProcess(name=name, pid=process.pid, url=url, log=str(log)))
+    services = RunningServices(processes[0], processes[1], model=recipe.model, workdir=str(workdir))
+    (workdir / STATE_FILE).write_text(json.dumps(asdict(services), indent=2))
+    return services
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A child of ours that exited but was not reaped yet is a zombie: not alive.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def wait_ready(client: OCRTuneClient, services: RunningServices, timeout: float = READY_TIMEOUT_S) -> float:
+    """Wait for both /readyz; fail with the log's tail as soon as a service dies."""
+    start = time.monotonic()
+    pending = {"inference": services.inference, "trainer": services.trainer}
+    while pending:
+        for name, proc in list(pending.items()):
+            if client.ready(name):
+                print(f"  {name} ready at {proc.url} ({time.monotonic() - start:.0f} s)")
+                del pending[name]
+            elif not _alive(proc.pid):
+                tail = "".join(Path(proc.log).read_text(errors="replace").splitlines(keepends=True)[-30:])
+                raise RuntimeError(f"the {name} service exited while starting; end of {proc.log}:\n{tail}")
+        if pending and time.monotonic() - start > timeout:
+            raise TimeoutError(
+                f"not ready after {timeout:.0f} s: {', '.join(pending)} (logs in {services.workdir}/logs)"
+            )
+        if pending:
+            time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies, which only wait to be reaped, do not count)."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # Fields after the parenthesised command name: state, ppid, pgrp, ...
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_services(workdir: Path, grace_s: float = 20.0) -> list[str]:
+    """Stop the services a demo started in ``workdir`` (each process group: TERM, then KILL)."""
+    state_path = workdir / STATE_FILE
+    if not state_path.exists():
+        return []
+    state = json.loads(state_path.read_text())
+    stopped = []
+    for name in ("trainer", "inference"):
+        pid = state[name]["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        # Wait for the whole group: vLLM's engine and workers may outlive the leader a while.
+        deadline = time.monotonic() + grace_s
+        while group_alive(pid) and time.monotonic() < deadline:
+            _alive(pid)  # reaps the leader if it is our child, so the group can empty
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stopped.append(f"{name} (pid {pid})")
+    state_path.unlink()
+    return stopped
+
+
+# --- the side-by-side ------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    text: str
+    seen_text: bool
+    base: str
+    adapted: str
+
+
+def ocr_both(client: OCRTuneClient, held_out: list[HeldOut], adapter: str, max_tokens: int) -> list[Comparison]:
+    options = OCROptions(max_tokens=max_tokens)
+
+    def one(item: HeldOut) -> Comparison:
+        base = client.ocr(item.png, options=options, filename="held-out.png").text
+        adapted = client.ocr(item.png, adapter=adapter, options=options, filename="held-out.png").text
+        return Comparison(item.text, item.seen_text, base, adapted)
+
+    # A few at a time: the service batches them, as it would for real users.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(one, held_out))
+
+
+def _clip(text: str, width: int) -> str:
+    flat = " ".join(text.split()) or "∅"
+    out, used = "", 0
+    for char in flat:
+        w = 2 if ord(char) > 0x2E80 else 1
+        if used + w > width - 1 and len(flat) > len(out) + 1:
+            return out + "…" + " " * (width - used - 1)
+        out, used = out + char, used + w
+    return out + " " * (width - used)
+
+
+def print_side_by_side(rows: list[Comparison], title: str) -> dict[str, float] | None:
+    if not rows:
+        return None
+    before = character_error_rate([r.base for r in rows], [r.text for r in rows])
+    after = character_error_rate([r.adapted for r in rows], [r.text for r in rows])
+    print(f"\n{title}")
+    print(f"  {_clip('reference', 18)} {_clip('base model', 26)} {'CER':>6}   {_clip('with adapter', 18)} {'CER':>6}")
+    for r in rows:
+        cer_b = character_error_rate([r.base], [r.text]).corpus_cer
+        cer_a = character_error_rate([r.adapted], [r.text]).corpus_cer
+        mark = "✓" if normalize(r.adapted) == normalize(r.text) else " "
+        print(
+            f"  {_clip(r.text, 18)} {_clip(r.base, 26)} {cer_b * 100:5.0f}%   {_clip(r.adapted, 18)} {cer_a * 100:5.0f}% {mark}"
+        )
+    print(
+        f"  CER (corpus) {before.corpus_cer * 100:.1f}% -> {after.corpus_cer * 100:.1f}%   "
+        f"(mean per line {before.mean_cer * 100:.1f}% -> {after.mean_cer * 100:.1f}%, {len(rows)} images)"
+    )
+    return {
+        "cer_before": before.corpus_cer,
+        "cer_after": after.corpus_cer,
+        "mean_cer_before": before.mean_cer,
+        "mean_cer_after": after.mean_cer,
+        "images": len(rows),
+    }
+
+
+def print_next_steps(services: RunningServices, adapter: str, sample_image: Path, train_uri: str) -> None:
+    inf, tr = services.inference, services.trainer
+    print(
+        f"""
+The services keep running:
+  inference  {inf.url}  (pid {inf.pid}, log {inf.log})
+  trainer    {tr.url}  (pid {tr.pid}, log {tr.log})
+
+Try them:
+  curl -s -F file=@{sample_image} {inf.url}/ocr
+  curl -s -H 'X-Adapter: {adapter}' -F file=@{sample_image} {inf.url}/ocr
+  curl -s {inf.url}/adapters
+  curl -s -X POST {tr.url}/finetune -H 'Content-Type: application/json' \\
+       -d '{{"adapter_name": "my-adapter", "train": {{"uri": "{train_uri}"}}}}'
+  curl -s {tr.url}/finetune
+  export OCRTUNE_INFERENCE_URL={inf.url} OCRTUNE_TRAINER_URL={tr.url}
+  .venv/bin/ocrtune ocr {sample_image} --adapter {adapter}
+
+Stop them:  .venv/bin/python -m ocrtune_client.demo stop{"" if services.workdir == str(Path("var/demo").resolve()) else f" --workdir {services.workdir}"}"""
+    )
+
+
+# --- main ---------------------------------------------------------------------------------------
+def run_demo(args: argparse.Namespace) -> dict:
+    t0 = time.monotonic()
+    workdir = Path(args.workdir).resolve()
+    stopped = stop_services(workdir)
+    if stopped:
+        print(f"stopped the services of an earlier demo: {', '.join(stopped)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    recipe = choose_recipe(args.model, args.steps)
+    print(f"base model: {recipe.model}" + (" (tiny random-weight Qwen2-VL, CPU)" if recipe.tiny else ""))
+
+    data_dir = workdir / "data"
+    if args.train:
+        train_uri, eval_uri = args.train, args.eval
+        held_out = (
+            held_out_from_parquet(args.eval) if args.eval and Path(args.eval.removeprefix("file://")).is_file() else []
+        )
+        data_roots = [data_dir] + [
+            Path(u.removeprefix("file://")).resolve().parent for u in (args.train, args.eval) if u
+        ]
+    else:
+        train_path, eval_path, held_out = build_dataset(data_dir, recipe, args.seed)
+        train_uri, eval_uri = str(train_path), str(eval_path)
+        data_roots = [data_dir]
+        print(
+            f"dataset: {recipe.train_lines} synthetic Chinese lines in {train_path}, {len(held_out)} held-out in {eval_path}"
+        )
+
+    services = start_services(workdir, recipe, data_roots, (args.inference_port, args.trainer_port))
+    print(f"starting the services (pids {services.inference.pid}, {services.trainer.pid}); logs in {workdir / 'logs'}")
+    client = OCRTuneClient(services.inference.url, services.trainer.url)
+    try:
+        ready_s = wait_ready(client, services)
+
+        request = FinetuneRequest(
+            adapter_name=args.name,
+            base_model=recipe.model,
+            train=DatasetSpec(uri=train_uri),
+            eval=DatasetSpec(uri=eval_uri) if eval_uri else None,
+            hyperparameters=recipe.hyperparameters,
+        )
+        t_job = time.monotonic()
+        job = client.finetune(request)
+        print(f"\nPOST /finetune -> job {job.id} ({job.state.value})")
+        job = follow_with_progress(client, job.id, stream=sys.stdout)
+        job_s = time.monotonic() - t_job
+        if job.state != JobState.succeeded or not job.result.adapter:
+            reason = job.error.message if job.error else job.state.value
+            raise RuntimeError(f"the fine-tune did not succeed: {reason}")
+        adapter = job.result.adapter
+        result = job.result
+        print(f"job {job.state.value} in {job_s:.0f} s: adapter {adapter} published")
+        if result.cer_before and result.cer_after:
+            print(
+                f"trainer's evaluation ({result.eval_samples} held-out images): CER "
+                f"{result.cer_before.corpus_cer * 100:.1f}% -> {result.cer_after.corpus_cer * 100:.1f}%"
+            )
+
+        t_ocr = time.monotonic()
+        rows = ocr_both(client, held_out, adapter, recipe.max_tokens)
+        ocr_s = time.monotonic() - t_ocr
+        served: dict[str, dict | None] = {}
+        if recipe.tiny:
+            served["seen_lines_new_images"] = print_side_by_side(
+                [r for r in rows if r.seen_text],
+                "Held-out images of the training lines (new renderings), served by the inference service:",
+            )
+            served["new_lines"] = print_side_by_side(
+                [r for r in rows if not r.seen_text],
+                "Lines never seen in training (a random 1 M-parameter model cannot learn to read in seconds; "
+                "expect little gain here):",
+            )
+            headline = served["seen_lines_new_images"]
+        else:
+            served["held_out"] = print_side_by_side(rows, "Held-out images, served by the inference service:")
+            headline = served["held_out"]
+        if headline:
+            print(
+                f"\nCER without adapter {headline['cer_before'] * 100:.1f}%  ->  with adapter "
+                f"{headline['cer_after'] * 100:.1f}%"
+            )
+
+        sample_image = data_dir / "held-out-0.png"
+        if held_out:
+            sample_image.parent.mkdir(parents=True, exist_ok=True)
+            sample_image.write_bytes(held_out[0].png)
+        summary = {
+            "model": recipe.model,
+            "tiny_model": recipe.tiny,
+            "adapter": adapter,
+            "job_id": job.id,
+            "hyperparameters": recipe.hyperparameters.model_dump(mode="json"),
+            "train_uri": train_uri,
+            "eval_uri": eval_uri,
+            "cer_before": headline["cer_before"] if headline else None,
+            "cer_after": headline["cer_after"] if headline else None,
+            "served": served,
+            "trainer_result": result.model_dump(mode="json", exclude={"loss_curve"}),
+            "final_loss": result.loss_curve[-1].loss if result.loss_curve else None,
+            "timings_s": {
+                "services_ready": round(ready_s, 1),
+                "job": round(job_s, 1),
+                "ocr_side_by_side": round(ocr_s, 1),
+                "total": round(time.monotonic() - t0, 1),
+            },
+            "services": asdict(services),
+        }
+        (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        if args.json_summary:
+            Path(args.json_summary).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        print(f"\nsummary: {workdir / SUMMARY_FILE}  (demo took {summary['timings_s']['total']:.0f} s)")
+        if args.stop:
+            print(f"stopped: {', '.join(stop_services(workdir))}")
+        else:
+            print_next_steps(services, adapter, sample_image, train_uri)
+        return summary
+    except BaseException:
+        # A failed demo must not leave half-started services behind.
+        stop_services(workdir)
+        raise
+    finally:
+        client.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ocrtune_client.demo",
+        description="Fine-tune an OCR adapter and serve it, end to end ('stop' stops the services it left running)",
+    )
+    parser.add_argument("action", nargs="?", choices=["run", "stop"], default="run")
+    parser.add_argument(
+        "--workdir", default="var/demo", help="adapter store, job database, data and logs (default ./var/demo)"
+    )
+    parser.add_argument("--model", help="base model id or path (default: $OCR_BASE_MODEL, else by hardware)")
+    parser.add_argument("--train", help="your own train dataset URI instead of the synthetic one")
+    parser.add_argument("--eval", help="your own held-out dataset URI (a local parquet is also OCR'd side by side)")
+    parser.add_argument("--name", default=ADAPTER_NAME, help=f"adapter name (default {ADAPTER_NAME})")
+    parser.add_argument("--steps", type=int, help="training steps (default: 80 on the tiny model, 60 on a GPU)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic lines")
+    parser.add_argument("--inference-port", type=int, default=8000, help="0 or a busy port: any free one")
+    parser.add_argument("--trainer-port", type=int, default=8001, help="0 or a busy port: any free one")
+    parser.add_argument("--json-summary", help="also write the JSON summary here")
+    parser.add_argument("--stop", action="store_true", help="stop the services when the demo is done")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.action == "stop":
+        stopped = stop_services(Path(args.workdir).resolve())
+        print(f"stopped: {', '.join(stopped)}" if stopped else f"no demo services recorded in {args.workdir}")
+        return
+    try:
+        run_demo(args)
+    except OCRTuneError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\ninterrupted; services stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

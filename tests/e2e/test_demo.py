@@ -1,0 +1,74 @@
+"""The main job (README command 1) on the CPU with the tiny model, as a user runs it.
+
+The demo builds the synthetic Chinese dataset, starts both services, fine-tunes over
+HTTP, then OCRs held-out images through the inference service with and without the
+new adapter. Its output must show a clearly lower CER with the adapter, and it must
+leave the services up (and `stop` must take them down).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+from ocrtune_client.demo import group_alive
+
+
+def test_demo_succeeds(demo_run) -> None:
+    assert demo_run.returncode == 0, demo_run.stdout[-4000:] + demo_run.stderr[-4000:]
+    assert demo_run.summary is not None
+    assert "Traceback" not in demo_run.stderr
+
+
+def test_adapter_lowers_cer_on_held_out_images(demo_run) -> None:
+    summary = demo_run.summary
+    assert summary["tiny_model"] is True
+    before, after = summary["cer_before"], summary["cer_after"]
+    # Measured here through POST /ocr (base vs X-Adapter) on new images of the training lines.
+    assert after < before, summary["served"]
+    assert after <= 0.5 * before and after < 0.5, f"CER {before:.2f} -> {after:.2f} is not clearly lower"
+    # The trainer's own evaluation (on the eval split it was given) agrees.
+    trainer = summary["trainer_result"]
+    assert trainer["cer_after"]["corpus_cer"] < trainer["cer_before"]["corpus_cer"]
+    assert summary["adapter"].startswith("demo-zh@")
+
+
+def test_output_shows_texts_side_by_side_with_cer(demo_run) -> None:
+    out = demo_run.stdout
+    assert "base model" in out and "with adapter" in out
+    assert "CER without adapter" in out
+    assert "state: succeeded" in out and "training" in out
+    # The progress bar reports steps, loss and ETA.
+    assert "loss=" in out and "eta=" in out
+
+
+def test_services_stay_up_with_curl_lines(demo_run) -> None:
+    out = demo_run.stdout
+    assert f"curl -s -H 'X-Adapter: {demo_run.summary['adapter']}'" in out
+    assert "/finetune" in out and "python -m ocrtune_client.demo stop" in out
+    for url in (demo_run.inference_url, demo_run.trainer_url):
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+
+
+def test_demo_runtime_is_reported(demo_run) -> None:
+    timings = demo_run.summary["timings_s"]
+    assert timings["total"] > 0
+    print(f"demo took {demo_run.seconds:.0f} s: {timings}")
+
+
+def test_stop_ends_both_services(demo_run) -> None:
+    """Runs last in this module: the CLI tests (tests/client) use these services before it."""
+    pids = [demo_run.summary["services"][name]["pid"] for name in ("inference", "trainer")]
+    done = subprocess.run(
+        [sys.executable, "-m", "ocrtune_client.demo", "stop", "--workdir", str(demo_run.workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "stopped" in done.stdout
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(group_alive(pid) for pid in pids):
+        time.sleep(0.5)
+    assert not any(group_alive(pid) for pid in pids), "a service (or one of its engine processes) survived stop"
