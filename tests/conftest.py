@@ -7,7 +7,13 @@ reused across runs because the folder name carries a digest of the spec.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,3 +37,48 @@ def synthetic_samples():
     from ocrtune_devkit.synthetic import make_samples
 
     return make_samples(16, seed=1234)
+
+
+@dataclass
+class DemoRun:
+    """One run of the main-job demo (``python -m ocrtune_client.demo``) and the services it left up."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict | None
+    workdir: Path
+    seconds: float
+
+    @property
+    def inference_url(self) -> str:
+        return self.summary["services"]["inference"]["url"]
+
+    @property
+    def trainer_url(self) -> str:
+        return self.summary["services"]["trainer"]["url"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """Runs the demo once per session, as a user would; the e2e and CLI tests share its services.
+
+    The demo leaves both services running (that is part of what it promises); they are
+    stopped with the demo's own ``stop`` command at the end of the session.
+    """
+    workdir = tmp_path_factory.mktemp("demo")
+    summary_path = workdir / "test-summary.json"
+    demo = [sys.executable, "-m", "ocrtune_client.demo", "--workdir", str(workdir)]
+    start = time.monotonic()
+    done = subprocess.run(
+        [*demo, "--inference-port", "0", "--trainer-port", "0", "--json-summary", str(summary_path)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    seconds = time.monotonic() - start
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    try:
+        yield DemoRun(done.returncode, done.stdout, done.stderr, summary, workdir, seconds)
+    finally:
+        subprocess.run([*demo[:3], "stop", "--workdir", str(workdir)], capture_output=True, timeout=120)
