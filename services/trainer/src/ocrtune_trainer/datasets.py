@@ -206,16 +206,16 @@ def _fetch_hf(uri: str, workdir: Path) -> Path:
     patterns = [inner, f"{inner}/*", f"{inner}/**"] if inner else None
     try:
         snapshot = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} not found on the hub (404)", uri) from exc
-    except GatedRepoError as exc:
-        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} is gated: {exc}", uri) from exc
-    except LocalEntryNotFoundError as exc:
+    except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: test it first
         raise DatasetError(
             ErrorCode.dataset_unreachable,
             f"dataset repo {repo_id!r} is not in the local hub cache and the hub cannot be reached (offline)",
             uri,
         ) from exc
+    except GatedRepoError as exc:
+        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} is gated: {exc}", uri) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} not found on the hub (404)", uri) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise DatasetError(ErrorCode.dataset_unreachable, f"cannot download {repo_id!r} from the hub: {exc}", uri) from exc
     path = snapshot / inner if inner else snapshot
