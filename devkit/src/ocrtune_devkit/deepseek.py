@@ -61,17 +61,18 @@ LM_SPEC = {
     "chars": ALL_CHARS,
 }
 
-# Full-size vision towers: what vLLM's DeepseekOCR2ForCausalLM builds regardless of config.
+# Full-size vision towers: what vLLM's DeepseekOCR2ForCausalLM builds regardless of config
+# (deepencoder.py, deepencoder2.py), rope theta included: transformers' default 1e4 is not theirs.
 FULL_SAM = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 1024,
             "output_channels": 256, "downsample_channels": [512, 896], "global_attn_indexes": [2, 5, 8, 11],
             "window_size": 14}
 FULL_ENCODER = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
-                "num_key_value_heads": 2}
+                "num_key_value_heads": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}
 # Tiny towers for training tests: same image sizes (1024 global, 768 tiles) so token counts stay real.
 TINY_SAM = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1, "image_size": 1024,
             "output_channels": 32, "downsample_channels": [64, 128], "global_attn_indexes": [1], "window_size": 14}
 TINY_ENCODER = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
-                "num_key_value_heads": 1}
+                "num_key_value_heads": 1, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}
 
 
 @dataclass(frozen=True)
@@ -309,3 +310,44 @@ def _write_vllm_v2_view(native: Path, folder: Path, spec: dict) -> None:
     )
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
+
+
+# LoRA on the language model only: a bare list of names would also wrap the vision encoder's
+# Qwen2 layers (models.md). Attention, the dense layer-0 MLP and the shared experts.
+LM_LORA_REGEX = (
+    r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+    r"|mlp\.(gate_proj|up_proj|down_proj)|mlp\.shared_experts\.(gate_proj|up_proj|down_proj))"
+)
+# The routed experts: fused 3-D parameters, reached by peft's target_parameters only.
+EXPERT_TARGET_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+def make_random_adapter(
+    native_dir: Path | str, out_dir: Path | str, *, experts: bool, seed: int = 0, rank: int = 16, scale: float = 0.5
+) -> Path:
+    """A PEFT adapter on the native checkpoint with random non-zero factors, saved as peft writes it.
+
+    With ``experts`` it has the reference notebook's layout: attention + dense/shared MLP by
+    ``target_modules`` and fused-expert LoRA by ``target_parameters``.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import DeepseekOcr2ForConditionalGeneration
+
+    model = DeepseekOcr2ForConditionalGeneration.from_pretrained(native_dir, dtype=torch.float32)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        target_modules=LM_LORA_REGEX,
+        target_parameters=EXPERT_TARGET_PARAMETERS if experts else None,
+        init_lora_weights=False,
+    )
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(peft_model.named_parameters()):
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale / param.shape[-1] ** 0.5)
+    peft_model.save_pretrained(out_dir)
+    return Path(out_dir)
