@@ -23,9 +23,13 @@ from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, A
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.store import AdapterStore, StoredAdapter
 
+from ocrtune_trainer import deepseek_ocr
+
 log = logging.getLogger(__name__)
 
-SERVING_CONVERSIONS: dict[str, Callable[[Path], ServingLayout]] = {}
+SERVING_CONVERSIONS: dict[str, Callable[[Path], ServingLayout]] = dict.fromkeys(
+    deepseek_ocr.MODEL_FAMILIES, deepseek_ocr.convert_in_place
+)
 """model_type -> a function that rewrites the adapter files in a folder for vLLM and says the layout.
 
 Families missing here are served as saved (``ServingLayout.peft``). DeepSeek-OCR's entry
