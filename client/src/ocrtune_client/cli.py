@@ -13,11 +13,13 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TextIO
 
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
-from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobState
+from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobProgress, JobState
 from ocrtune_shared.ocr import OCROptions, OCRTask
 from pydantic import ValidationError
+from tqdm import tqdm
 
 from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_client.dataset_builder import build_parquet
@@ -97,44 +99,40 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0 if job.state == JobState.succeeded else EXIT_SERVICE_ERROR
 
 
-def follow_with_progress(client: OCRTuneClient, job_id: str, *, stream: object = None) -> Job:
-    """Follow a job's events with a progress bar (step, loss, ETA); return the job at its end."""
-    from tqdm import tqdm
+class JobProgressPrinter:
+    """Renders a job's events: a progress bar for training steps (loss, learning rate, ETA),
+    and one line for each state change, phase change, evaluation and log message."""
 
-    bar: tqdm | None = None
-    out = stream or sys.stderr
-    try:
-        for event in client.follow(job_id):
-            bar = _render_event(event, bar, out)
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        print(f"\nstopped following; the job goes on: ocrtune job {job_id}", file=sys.stderr)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    return client.job(job_id)
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.bar: tqdm | None = None
+        self.phase = ""
 
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.out)
+        else:
+            print(line, file=self.out, flush=True)
 
-def _render_event(event: JobEvent, bar: object, out: object) -> object:
-    from tqdm import tqdm
+    def __call__(self, event: JobEvent) -> None:
+        if event.type == JobEventType.state and event.state is not None:
+            self.say(f"state: {event.state.value}" + (f" ({event.message})" if event.message else ""))
+        elif event.type in (JobEventType.eval, JobEventType.log) and event.message:
+            self.say(event.message)
+        progress = event.progress
+        if progress is None:
+            return
+        if progress.phase and progress.phase != self.phase:
+            self.phase = progress.phase
+            self.say(f"phase: {progress.phase}")
+        if progress.phase == "training" and progress.total_steps and progress.step:
+            self._update_bar(progress)
 
-    progress = event.progress
-    if event.type == JobEventType.state and event.state is not None:
-        message = f" ({event.message})" if event.message else ""
-        (bar.write if bar is not None else lambda s: print(s, file=out))(f"state: {event.state.value}{message}")
-    if event.type == JobEventType.log and event.message:
-        (bar.write if bar is not None else lambda s: print(s, file=out))(event.message)
-    if progress is None:
-        return bar
-    if progress.phase and progress.phase != "training" and event.type != JobEventType.progress:
-        return bar
-    if progress.total_steps and progress.step:
-        if bar is None:
-            bar = tqdm(total=progress.total_steps, desc="training", unit="step", file=out, dynamic_ncols=True)
-        bar.total = progress.total_steps
-        bar.n = min(progress.step, progress.total_steps)
+    def _update_bar(self, progress: JobProgress) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total_steps, desc="training", unit="step", file=self.out, dynamic_ncols=True)
+        self.bar.total = progress.total_steps
+        self.bar.n = min(progress.step, progress.total_steps)
         postfix = {}
         if progress.loss is not None:
             postfix["loss"] = f"{progress.loss:.4f}"
@@ -142,11 +140,30 @@ def _render_event(event: JobEvent, bar: object, out: object) -> object:
             postfix["lr"] = f"{progress.learning_rate:.2e}"
         if progress.eta_seconds is not None:
             postfix["eta"] = f"{progress.eta_seconds:.0f}s"
-        bar.set_postfix(postfix, refresh=False)
-        bar.refresh()
-    elif progress.phase:
-        (bar.write if bar is not None else lambda s: print(s, file=out))(f"phase: {progress.phase}")
-    return bar
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+        if self.bar.n >= self.bar.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def follow_with_progress(client: OCRTuneClient, job_id: str, *, stream: TextIO | None = None) -> Job:
+    """Follow a job's events with a progress bar (step, loss, ETA); return the job at its end."""
+    printer = JobProgressPrinter(stream or sys.stderr)
+    try:
+        for event in client.follow(job_id):
+            printer(event)
+    except KeyboardInterrupt:
+        printer.close()
+        print(f"\nstopped following; the job goes on: ocrtune job {job_id} --follow", file=sys.stderr)
+        raise
+    finally:
+        printer.close()
+    return client.job(job_id)
 
 
 def _fmt_cer(value: float | None) -> str:
