@@ -1,0 +1,146 @@
+"""One inference server for the whole session: the tiny Qwen2-VL, a store of real trained adapters.
+
+The server runs as ``python -m ocrtune_inference`` in its own process group (vLLM spawns
+an engine core and a worker; killing the group leaves no orphan), on a free port of
+127.0.0.1, with ``max_loras`` 2 and a CPU cache of 3, so that five adapters force
+loads and evictions mid-traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import inference_http
+from inference_http import FIXED_TEXTS, MAX_CPU_LORAS, MAX_LORA_RANK, MAX_LORAS, MAX_UPLOAD_BYTES
+import pytest
+
+STARTUP_TIMEOUT_S = 300
+
+
+def _fixed_spec(text: str):
+    from ocrtune_devkit.adapters import AdapterSpec
+
+    return AdapterSpec(fixed_text=text)
+
+
+@dataclass
+class InferenceServer:
+    url: str
+    store_root: Path
+    model_dir: Path
+    adapter_dirs: dict[str, Path]
+    log: Path
+
+    def client(self, timeout: float = 120.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(tiny_model_dir: Path) -> dict[str, Path]:
+    from ocrtune_devkit.adapters import build_tiny_adapter
+
+    return {name: build_tiny_adapter(_fixed_spec(text), tiny_model_dir) for name, text in FIXED_TEXTS.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, tiny_model_dir: Path, trained_adapters: dict[str, Path]):
+    from ocrtune_devkit.adapters import publish_tiny_adapter
+    from ocrtune_shared.store import AdapterStore
+
+    root = tmp_path_factory.mktemp("adapter-store")
+    store = AdapterStore(root)
+    for name, folder in trained_adapters.items():
+        publish_tiny_adapter(store, name, folder, str(tiny_model_dir))
+    port = _free_port()
+    log = root.parent / "inference-server.log"
+    env = {
+        **os.environ,
+        "OCRTUNE_INFERENCE_MODEL": str(tiny_model_dir),
+        "OCRTUNE_INFERENCE_ADAPTER_STORE": str(root),
+        "OCRTUNE_INFERENCE_HOST": "127.0.0.1",
+        "OCRTUNE_INFERENCE_PORT": str(port),
+        "OCRTUNE_INFERENCE_MAX_LORAS": str(MAX_LORAS),
+        "OCRTUNE_INFERENCE_MAX_CPU_LORAS": str(MAX_CPU_LORAS),
+        "OCRTUNE_INFERENCE_MAX_LORA_RANK": str(MAX_LORA_RANK),
+        "OCRTUNE_INFERENCE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "OCRTUNE_INFERENCE_MAX_IMAGE_PIXELS": str(20_000_000),
+        "OCRTUNE_INFERENCE_MAX_MODEL_LEN": "1024",
+        "OCRTUNE_INFERENCE_DTYPE": "float32",
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ocrtune_inference"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"inference server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"inference server not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield InferenceServer(url, root, tiny_model_dir, trained_adapters, log)
+    finally:
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the engine core and workers, whatever state they are in
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def client(server: InferenceServer):
+    with server.client() as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def line_images() -> list[bytes]:
+    """Line images none of the adapters saw in training."""
+    from ocrtune_devkit.synthetic import make_samples
+
+    return [s.png for s in make_samples(12, seed=4321)]
+
+
+@pytest.fixture(scope="session")
+def base_answers(client: httpx.Client, line_images: list[bytes]) -> dict[int, str]:
+    """The base model's answer to each image, asked alone, one at a time."""
+    answers = {}
+    for index, png in enumerate(line_images):
+        response = inference_http.ocr(client, png)
+        assert response.status_code == 200, response.text
+        answers[index] = response.json()["text"]
+    return answers
