@@ -195,8 +195,13 @@ def s3_server(data_layouts: DataLayouts) -> Iterator[str]:
         import boto3
 
         endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket=S3_BUCKET)
         s3.upload_file(str(data_layouts.paths["parquet"]), S3_BUCKET, "zh/train.parquet")
         folder = data_layouts.paths["image_folder"]
@@ -368,7 +373,18 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "pg.log"), "-w", "start"],
+        [
+            *as_postgres,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(base / "pg.log"),
+            "-w",
+            "start",
+        ],
         check=True,
         capture_output=True,
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ocrtune_shared.errors import ErrorCode
-from ocrtune_shared.finetune import ColumnMapping, DatasetFormat, DatasetSpec
+from ocrtune_shared.finetune import DatasetFormat, DatasetSpec
 from ocrtune_shared.labels import LABEL_FILE_SUFFIXES, parse_labels
 
 from ocrtune_trainer.settings import TrainerSettings
@@ -133,7 +133,9 @@ def check_host_allowed(host: str, uri: str, *, resolve: bool = True) -> None:
     try:
         infos = socket.getaddrinfo(host, None)
     except socket.gaierror as exc:
-        raise DatasetError(ErrorCode.dataset_unreachable, f"cannot resolve host {host!r} ({exc.strerror})", uri) from None
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot resolve host {host!r} ({exc.strerror})", uri
+        ) from None
     for info in infos:
         check_address_allowed(str(info[4][0]), uri)
 
@@ -215,9 +217,13 @@ def _fetch_hf(uri: str, workdir: Path) -> Path:
     except GatedRepoError as exc:
         raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} is gated: {exc}", uri) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} not found on the hub (404)", uri) from exc
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} not found on the hub (404)", uri
+        ) from exc
     except (HfHubHTTPError, OSError) as exc:
-        raise DatasetError(ErrorCode.dataset_unreachable, f"cannot download {repo_id!r} from the hub: {exc}", uri) from exc
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot download {repo_id!r} from the hub: {exc}", uri
+        ) from exc
     path = snapshot / inner if inner else snapshot
     if not path.exists():
         raise DatasetError(ErrorCode.dataset_unreachable, f"{inner!r} is not in dataset repo {repo_id!r} (404)", uri)
@@ -299,7 +305,9 @@ def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
             size = fs.size(path) or 0
             if size > settings.max_download_bytes:
                 raise DatasetError(
-                    ErrorCode.dataset_invalid, f"file is {size} bytes, above the limit of {settings.max_download_bytes}", uri
+                    ErrorCode.dataset_invalid,
+                    f"file is {size} bytes, above the limit of {settings.max_download_bytes}",
+                    uri,
                 )
             target = target_root / (_file_name_from_url(uri))
             fs.get(path, str(target))
@@ -311,7 +319,9 @@ def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
     except PermissionError as exc:
         raise DatasetError(ErrorCode.dataset_unreachable, f"access denied: {exc}", uri) from exc
     except Exception as exc:  # botocore/aiohttp raise many unrelated types for "cannot connect"
-        raise DatasetError(ErrorCode.dataset_unreachable, f"cannot read {uri}: {type(exc).__name__}: {exc}", uri) from exc
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot read {uri}: {type(exc).__name__}: {exc}", uri
+        ) from exc
 
 
 # --------------------------------------------------------------------------- archives
@@ -361,7 +371,9 @@ def extract_archive(archive: Path, target: Path, settings: TrainerSettings) -> P
         try:
             tf = tarfile.open(archive)
         except tarfile.TarError as exc:
-            raise DatasetError(ErrorCode.dataset_invalid, f"not a readable zip or tar archive ({exc})", archive.name)
+            raise DatasetError(
+                ErrorCode.dataset_invalid, f"not a readable zip or tar archive ({exc})", archive.name
+            ) from None
         with tf:
             for member in tf.getmembers():
                 _check_member_name(archive, member.name)
@@ -373,7 +385,9 @@ def extract_archive(archive: Path, target: Path, settings: TrainerSettings) -> P
                     )
                 if not (member.isfile() or member.isdir()):
                     raise DatasetError(
-                        ErrorCode.dataset_invalid, f"archive member {member.name!r} is not a file or folder", archive.name
+                        ErrorCode.dataset_invalid,
+                        f"archive member {member.name!r} is not a file or folder",
+                        archive.name,
                     )
                 total += member.size
                 if total > settings.max_extract_bytes:
@@ -440,7 +454,9 @@ def read_rows(path: Path, spec: DatasetSpec, limit: int) -> RawDataset:
     if fmt is DatasetFormat.hf_disk:
         return _read_hf_disk(path, spec, limit)
     if fmt in (DatasetFormat.jsonl, DatasetFormat.csv):
-        return _read_manifest(_single_file(path, (".jsonl", ".json") if fmt is DatasetFormat.jsonl else (".csv",)), spec, limit)
+        return _read_manifest(
+            _single_file(path, (".jsonl", ".json") if fmt is DatasetFormat.jsonl else (".csv",)), spec, limit
+        )
     return _read_labels_folder(path, spec, limit)
 
 
@@ -500,10 +516,12 @@ def _read_parquet(path: Path, spec: DatasetSpec, limit: int) -> RawDataset:
                 )
         index = 0
         for batch in parquet.iter_batches(batch_size=256, columns=[image_col, cols.text]):
-            for image_value, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            for image_value, text in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
                 where = f"{file.name} row {index}"
                 index += 1
-                image, problem = _image_from_value(image_value, base, path if path.is_dir() else base, bool(cols.image_path))
+                image, problem = _image_from_value(
+                    image_value, base, path if path.is_dir() else base, bool(cols.image_path)
+                )
                 if problem:
                     problems.append(RowProblem(where, problem))
                 rows.append(DatasetRow(image, _text(text), where))
@@ -613,12 +631,16 @@ def _read_manifest(file: Path, spec: DatasetSpec, limit: int) -> RawDataset:
                     where,
                 )
         value = record[image_col]
-        image, problem = (None, "no image path") if not isinstance(value, str) or not value.strip() else _read_relative(
-            value.strip(), file.parent, file.parent
+        image, problem = (
+            (None, "no image path")
+            if not isinstance(value, str) or not value.strip()
+            else _read_relative(value.strip(), file.parent, file.parent)
         )
         if problem:
             problems.append(RowProblem(where, problem))
-        rows.append(DatasetRow(image, _text(record[cols.text]), where, image_name=value if isinstance(value, str) else None))
+        rows.append(
+            DatasetRow(image, _text(record[cols.text]), where, image_name=value if isinstance(value, str) else None)
+        )
         if len(rows) >= limit:
             break
     return RawDataset(rows, problems, source=str(file))

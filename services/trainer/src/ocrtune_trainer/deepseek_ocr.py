@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ocrtune_shared.adapter_layouts import convert_adapter_folder
 from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, ServingLayout
@@ -28,3 +29,75 @@ def convert_in_place(folder: Path) -> ServingLayout:
         for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
             shutil.move(str(Path(scratch) / name), folder / name)
     return report.serving_layout
+
+
+# DeepSeek's own training prompt (the reference notebook's), trailing space included.
+TRAIN_PROMPT = "<image>\nFree OCR. "
+
+
+class DeepseekOcr2Collator:
+    """Batches of (image, text) for ``DeepseekOcr2ForConditionalGeneration``.
+
+    DeepSeek-OCR has no chat template: the sequence is the prompt with its image tokens
+    (as the processor tiles the image), then the answer and EOS. The answer is tokenized
+    apart from the prompt, as at inference where the prompt ends the input, so a BPE merge
+    across the boundary cannot shift the labels. Everything before the answer is masked.
+    """
+
+    def __init__(self, processor: Any, prompt: str = TRAIN_PROMPT) -> None:
+        self.processor = processor
+        self.prompt = prompt
+        self.tokenizer = processor.tokenizer
+
+    def example(self, image: Any, text: str) -> dict[str, Any]:
+        prompt = self.processor(images=image, text=self.prompt, return_tensors="pt")
+        answer = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        prompt_ids = prompt["input_ids"][0].tolist()
+        return {
+            "input_ids": prompt_ids + answer,
+            "labels": [-100] * len(prompt_ids) + answer,
+            "pixel_values": prompt["pixel_values"],
+            "pixel_values_local": prompt.get("pixel_values_local"),
+            "num_local_patches": prompt["num_local_patches"].tolist(),
+        }
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        examples = [self.example(_image(row["image"]), row["text"]) for row in rows]
+        width = max(len(e["input_ids"]) for e in examples)
+        pad = self.tokenizer.pad_token_id
+        # Right padding: positions of the real tokens stay those of an unpadded sequence.
+        input_ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in examples])
+        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
+        attention_mask = torch.tensor(
+            [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples]
+        )
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "pixel_values": torch.cat([e["pixel_values"] for e in examples]),
+            "num_local_patches": torch.tensor([n for e in examples for n in e["num_local_patches"]]),
+        }
+        local = [e["pixel_values_local"] for e in examples if e["pixel_values_local"] is not None]
+        if local:
+            batch["pixel_values_local"] = torch.cat(local)
+        return batch
+
+
+def _image(value: Any) -> Any:
+    """A PIL image from a datasets ``Image`` value, raw bytes or a PIL image."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    return Image.open(io.BytesIO(value)).convert("RGB")
+
+
+def is_deepseek(model: Any) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) in MODEL_FAMILIES

@@ -40,7 +40,13 @@ def transcribe(
     tokenizer = processor.tokenizer
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends to the right end of every row
-    stop_ids = sorted({i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i >= 0})
+    stop_ids = sorted(
+        {
+            i
+            for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+            if isinstance(i, int) and i >= 0
+        }
+    )
     text = processor.apply_chat_template([conversation(prompt)["prompt"]], add_generation_prompt=True, tokenize=False)
     text = text[0] if isinstance(text, list) else text
     outputs: list[str] = []
@@ -126,10 +132,14 @@ def load_adapter_verified(base: Any, adapter_dir: Path, adapter_name: str = "def
     lora_params = {k for k in live if ".lora_" in k}
     not_loaded = sorted(lora_params - set(state))
     if not_loaded:
-        raise AdapterReloadError(f"{len(not_loaded)} LoRA tensors of the model are not in the file (e.g. {not_loaded[:3]})")
+        raise AdapterReloadError(
+            f"{len(not_loaded)} LoRA tensors of the model are not in the file (e.g. {not_loaded[:3]})"
+        )
     for key, tensor in state.items():
         if live[key].shape != tensor.shape:
-            raise AdapterReloadError(f"{key}: saved shape {tuple(tensor.shape)} != module shape {tuple(live[key].shape)}")
+            raise AdapterReloadError(
+                f"{key}: saved shape {tuple(tensor.shape)} != module shape {tuple(live[key].shape)}"
+            )
     model.load_state_dict(state, strict=False)
     model.eval()
     return model

@@ -8,7 +8,6 @@ worker process (validate, claim, finish) never overwrite each other's decisions.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
@@ -288,7 +287,9 @@ class JobQueue:
             ).rowcount
             if changed != 1:
                 raise JobConflict(f"job {job_id} changed state while becoming {new.value}")
-            self._event(conn, job_id, JobEventType.state, state=new, message=message or (error.message if error else ""))
+            self._event(
+                conn, job_id, JobEventType.state, state=new, message=message or (error.message if error else "")
+            )
         return self.get(job_id)
 
     def fail(self, job_id: str, code: ErrorCode, message: str, where: str | None = None) -> Job:
@@ -302,9 +303,7 @@ class JobQueue:
         if job.state is JobState.running:
             with self.engine.begin() as conn:
                 conn.execute(
-                    update(jobs_table)
-                    .where(jobs_table.c.id == job_id)
-                    .values(cancel_requested=True, updated_at=now())
+                    update(jobs_table).where(jobs_table.c.id == job_id).values(cancel_requested=True, updated_at=now())
                 )
                 self._event(conn, job_id, JobEventType.log, message="cancel requested")
             return self.get(job_id)
@@ -454,7 +453,3 @@ def _pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)

@@ -38,6 +38,7 @@ class TrainerMetrics:
         )
         self.worker_up = Gauge("ocrtune_trainer_worker_up", "1 while the worker process runs", registry=self.registry)
         self.worker_restarts = Counter(
-            "ocrtune_trainer_worker_restarts_total", "Times the worker process died and was restarted",
+            "ocrtune_trainer_worker_restarts_total",
+            "Times the worker process died and was restarted",
             registry=self.registry,
         )

@@ -109,7 +109,9 @@ def optimizer_name(hp: HyperParameters, runtime: Runtime) -> str:
 
 
 def conversation(prompt: str, text: str | None = None) -> dict[str, list]:
-    sample: dict[str, list] = {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]}
+    sample: dict[str, list] = {
+        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    }
     if text is not None:
         sample["completion"] = [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
     return sample
@@ -118,7 +120,12 @@ def conversation(prompt: str, text: str | None = None) -> dict[str, list]:
 def sft_dataset(rows: list[DatasetRow], prompt: str) -> Any:
     import datasets
 
-    turn = [{"role": datasets.Value("string"), "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}]
+    turn = [
+        {
+            "role": datasets.Value("string"),
+            "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+        }
+    ]
     features = datasets.Features({"image": datasets.Image(), "prompt": turn, "completion": turn})
     records = [conversation(prompt, row.text) for row in rows]
     # datasets fills the image part's missing "text" with None, which the chat template skips.
@@ -252,6 +259,9 @@ def train_adapter(
         peft_config=lora,
         callbacks=[callback],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes to the job store, not to stdout
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     started = time.monotonic()
@@ -271,7 +281,8 @@ def train_adapter(
         adapter_dir=adapter_dir,
         loss_curve=curve,
         runtime_s=runtime_s,
-        samples_per_second=output.metrics.get("train_samples_per_second") or (samples / runtime_s if runtime_s else None),
+        samples_per_second=output.metrics.get("train_samples_per_second")
+        or (samples / runtime_s if runtime_s else None),
         peak_memory_mb=peak_memory_mb(runtime),
         steps=trainer.state.global_step,
     )

@@ -106,7 +106,10 @@ def read_prepared(path: Path) -> list[DatasetRow]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path).to_pydict()
-    return [DatasetRow(image, text, where) for image, text, where in zip(table["image"], table["text"], table["where"])]
+    return [
+        DatasetRow(image, text, where)
+        for image, text, where in zip(table["image"], table["text"], table["where"], strict=True)
+    ]
 
 
 def prepare(request: FinetuneRequest, workdir: Path, settings: TrainerSettings) -> PreparedData:

@@ -102,13 +102,17 @@ class Worker:
             return
         except Exception as exc:
             log.exception("validation of %s crashed", job.id)
-            self._finish_validation(job.id, ErrorBody(code=ErrorCode.dataset_invalid, message=f"{type(exc).__name__}: {exc}"))
+            self._finish_validation(
+                job.id, ErrorBody(code=ErrorCode.dataset_invalid, message=f"{type(exc).__name__}: {exc}")
+            )
             return
         note = f"validated: {prepared.train_rows} train rows, {prepared.eval_rows} eval rows"
         if prepared.eval_from_train:
             note += " (one row only: it is also the eval row)"
         try:
-            self.queue.update_result(job.id, JobResult(train_samples=prepared.train_rows, eval_samples=prepared.eval_rows))
+            self.queue.update_result(
+                job.id, JobResult(train_samples=prepared.train_rows, eval_samples=prepared.eval_rows)
+            )
             self.queue.transition(job.id, JobState.queued, message=note)
         except JobConflict:
             self._cleanup(job.id)  # cancelled while it was being validated
@@ -215,12 +219,21 @@ class Worker:
         model, processor = load_base(base_model, runtime)
         family = model.config.model_type
         cer_before, _ = evaluate(
-            model, processor, eval_rows, request.prompt,
-            max_new_tokens=hp.max_new_tokens, batch_size=self.settings.eval_batch_size, should_stop=should_stop,
+            model,
+            processor,
+            eval_rows,
+            request.prompt,
+            max_new_tokens=hp.max_new_tokens,
+            batch_size=self.settings.eval_batch_size,
+            should_stop=should_stop,
         )
         result.cer_before = cer_before
         self.queue.update_result(job.id, result)
-        self.queue.log(job.id, f"base model CER on {len(eval_rows)} eval rows: corpus {cer_before.corpus_cer:.4f}, mean {cer_before.mean_cer:.4f}", JobEventType.eval)
+        self.queue.log(
+            job.id,
+            f"base model CER on {len(eval_rows)} eval rows: corpus {cer_before.corpus_cer:.4f}, mean {cer_before.mean_cer:.4f}",
+            JobEventType.eval,
+        )
 
         self._phase(job.id, "training", hp.max_steps)
         curve: list[LossPoint] = []
@@ -230,7 +243,9 @@ class Worker:
                 curve.append(point)
             self.queue.update_progress(job.id, progress)
 
-        outcome = train_adapter(request, model, processor, train_rows, workdir, runtime, self.settings, sink, should_stop)
+        outcome = train_adapter(
+            request, model, processor, train_rows, workdir, runtime, self.settings, sink, should_stop
+        )
         result.loss_curve = outcome.loss_curve or curve
         result.samples_per_second = outcome.samples_per_second
         result.peak_memory_mb = outcome.peak_memory_mb
@@ -245,10 +260,19 @@ class Worker:
             fresh, _ = load_base(base_model, runtime)
             tuned = load_adapter_verified(fresh, folder)
             cer_after, _ = evaluate(
-                tuned, processor, eval_rows, request.prompt,
-                max_new_tokens=hp.max_new_tokens, batch_size=self.settings.eval_batch_size, should_stop=should_stop,
+                tuned,
+                processor,
+                eval_rows,
+                request.prompt,
+                max_new_tokens=hp.max_new_tokens,
+                batch_size=self.settings.eval_batch_size,
+                should_stop=should_stop,
             )
-            self.queue.log(job.id, f"adapter CER (reloaded from its files): corpus {cer_after.corpus_cer:.4f}, mean {cer_after.mean_cer:.4f}", JobEventType.eval)
+            self.queue.log(
+                job.id,
+                f"adapter CER (reloaded from its files): corpus {cer_after.corpus_cer:.4f}, mean {cer_after.mean_cer:.4f}",
+                JobEventType.eval,
+            )
             return cer_after
 
         def export_merged(folder: Path) -> None:

@@ -47,13 +47,16 @@ def attach_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         message = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', 'invalid')}" for e in errors[:5]
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', 'invalid')}"
+            for e in errors[:5]
         )
         return _render(422, ErrorCode.invalid_request, message or "invalid request", where)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(exc.status_code, ErrorCode.invalid_request if exc.status_code < 500 else ErrorCode.internal)
+        code = _STATUS_CODES.get(
+            exc.status_code, ErrorCode.invalid_request if exc.status_code < 500 else ErrorCode.internal
+        )
         return _render(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

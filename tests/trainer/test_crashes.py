@@ -1,0 +1,57 @@
+"""kill -9 of the worker mid-job, and of the whole service: no job stays ``running``, queued jobs still run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from .conftest import DataLayouts, kill_group, start_service, tiny_hyperparameters
+
+
+def test_worker_killed_mid_job_fails_it_and_the_queue_goes_on(
+    tmp_path, tiny_model_dir, data_layouts: DataLayouts
+) -> None:
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        train = {"uri": str(data_layouts.paths["parquet"])}
+        long_job = service.submit(
+            {"adapter_name": "killed", "train": train, "hyperparameters": tiny_hyperparameters(max_steps=100_000)}
+        )
+        queued = service.submit(
+            {"adapter_name": "survivor", "train": train, "hyperparameters": tiny_hyperparameters(max_steps=2)}
+        )
+        service.wait(long_job["id"], {"running"}, timeout=120, predicate=lambda j: j["progress"]["step"] >= 2)
+        first_worker = service.worker_pid()
+        os.kill(first_worker, signal.SIGKILL)
+
+        failed = service.wait(long_job["id"], {"failed"}, timeout=30)
+        assert "SIGKILL" in failed["error"]["message"] and str(first_worker) in failed["error"]["message"]
+        # A new worker takes over and runs what was queued behind the dead job.
+        done = service.wait(queued["id"], {"succeeded"}, timeout=180)
+        assert done["result"]["adapter"] == "survivor@1"
+        with service.client() as client:
+            ready = client.get("/readyz").json()
+        assert ready["worker"]["restarts"] >= 1 and ready["worker"]["pid"] != first_worker
+
+        # Now the whole service dies mid-job (API and worker, kill -9 on the group) ...
+        doomed = service.submit(
+            {"adapter_name": "doomed", "train": train, "hyperparameters": tiny_hyperparameters(max_steps=100_000)}
+        )
+        after = service.submit(
+            {"adapter_name": "after-restart", "train": train, "hyperparameters": tiny_hyperparameters(max_steps=1)}
+        )
+        service.wait(doomed["id"], {"running"}, timeout=120, predicate=lambda j: j["progress"]["step"] >= 1)
+        kill_group(service.process, signal.SIGKILL)
+    finally:
+        kill_group(service.process)
+
+    # ... and comes back on the same database: the job is failed, never stuck running; the queue runs.
+    time.sleep(0.5)
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        failed = service.wait(doomed["id"], {"failed"}, timeout=60)
+        assert "no longer exists" in failed["error"]["message"]
+        service.wait(after["id"], {"succeeded"}, timeout=180)
+    finally:
+        kill_group(service.process)
