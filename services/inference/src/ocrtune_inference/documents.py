@@ -39,6 +39,9 @@ def _pdf_pages(data: bytes, *, max_pixels: int, max_pages: int, scale: float, wh
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == 0:
+            # PDFium parses a document without a page tree entry but refuses it with "success".
+            raise ServiceError(422, ErrorCode.invalid_image, "PDF has no pages", where=where) from None
         raise ServiceError(422, ErrorCode.invalid_image, f"PDF is corrupt or unreadable: {exc}", where=where) from None
     try:
         count = len(pdf)

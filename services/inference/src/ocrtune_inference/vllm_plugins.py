@@ -20,6 +20,8 @@ import logging
 
 import torch
 
+from ocrtune_inference import vllm_cpu_moe
+
 logger = logging.getLogger(__name__)
 
 _PATCHED_FLAG = "_ocrtune_skips_no_lora_rows"
@@ -71,6 +73,7 @@ def apply() -> None:
     from vllm.platforms import current_platform
 
     _die_with_parent()
+    vllm_cpu_moe.apply()  # MoE models with LoRA on the CPU: see that module.
 
     if not current_platform.is_cpu():
         return

@@ -92,4 +92,4 @@ def family_names() -> list[str]:
 
 
 # Families register themselves on import.
-from ocrtune_inference.families import qwen2_vl  # noqa: E402,F401
+from ocrtune_inference.families import deepseek_ocr, qwen2_vl  # noqa: E402,F401
