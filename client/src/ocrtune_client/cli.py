@@ -234,7 +234,13 @@ def _job(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.cancel(args.id)
-    print(f"job {job.id}: {job.state.value}")
+        if args.wait and not job.state.terminal:
+            job = client.wait(args.id, timeout=120)
+    if job.state.terminal:
+        print(f"job {job.id}: {job.state.value}")
+    else:
+        # The worker stops at its next step boundary (within seconds); the state follows.
+        print(f"job {job.id}: cancel requested (still {job.state.value}; --wait to wait for it)")
     return 0
 
 
@@ -345,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a job")
     cancel.add_argument("id")
+    cancel.add_argument("--wait", action="store_true", help="wait until the job has stopped")
     cancel.set_defaults(handler=_cancel)
 
     adapters = sub.add_parser("adapters", parents=[common], help="list adapters; 'load NAME' / 'unload NAME'")
