@@ -22,6 +22,7 @@ a CPU fused-MoE LoRA path.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 CPU_LORA_TARGET_MODULES = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
@@ -44,6 +45,7 @@ def apply() -> None:
     if getattr(original, _PATCHED_FLAG, False):
         return
 
+    @functools.wraps(original)
     def __post_init__(self: Any) -> None:
         self.is_lora_enabled = False
         original(self)

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ocrtune_shared.ocr import OCROptions
+from PIL import Image
 
 
 @dataclass(frozen=True)
