@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocrtune_shared.ocr import OCROptions
 from PIL import Image
+
+from ocrtune_shared.ocr import OCROptions
 
 
 @dataclass(frozen=True)
