@@ -10,8 +10,10 @@ inference service's import path (``ocrtune_shared.adapter_layouts``).
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +103,63 @@ def _image(value: Any) -> Any:
 
 def is_deepseek(model: Any) -> bool:
     return getattr(getattr(model, "config", None), "model_type", None) in MODEL_FAMILIES
+
+
+# Routed experts are fused 3-D parameters in transformers 5: peft reaches them by
+# target_parameters only. Asked for by the job's target name "experts".
+EXPERT_TARGET_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+def prompt_text(prompt: str) -> str:
+    """DeepSeek's prompt for an instruction: image placeholder, newline, instruction (no chat template)."""
+    return f"<image>\n{prompt}"
+
+
+def train_prompt(prompt: str) -> str:
+    """The training prompt: as at inference plus the notebook's trailing space before the answer."""
+    return prompt_text(prompt).rstrip() + " "
+
+
+@dataclass
+class SFTOverrides:
+    """What DeepSeek-OCR-2 changes in ``train_adapter``: LoRA targets, dataset, collator, config keys."""
+
+    target_modules: str
+    target_parameters: list[str] | None
+    train_dataset: Any
+    data_collator: DeepseekOcr2Collator
+    config: dict[str, Any]
+
+
+def lora_targets(names: list[str]) -> tuple[str, list[str] | None]:
+    """peft targets for DeepSeek-OCR-2: a regex on the language model, plus expert parameters when asked.
+
+    A bare list of names would also wrap the vision encoder's Qwen2 layers (models.md).
+    """
+    linear = [n for n in names if n != "experts"]
+    if not linear:
+        raise ValueError("DeepSeek-OCR LoRA needs at least one linear target besides 'experts'")
+    alternatives = "|".join(re.escape(n) for n in linear)
+    regex = rf".*language_model\.layers\.\d+\.(self_attn|mlp|mlp\.shared_experts)\.({alternatives})$"
+    return regex, (list(EXPERT_TARGET_PARAMETERS) if "experts" in names else None)
+
+
+def sft_overrides(model: Any, processor: Any, rows: list[Any], prompt: str, target_names: list[str]) -> SFTOverrides | None:
+    """``SFTTrainer`` inputs for DeepSeek-OCR-2, or None for other families (they use the chat-template path)."""
+    if not is_deepseek(model):
+        return None
+    import datasets
+
+    dataset = datasets.Dataset.from_dict(
+        {"image": [{"bytes": row.image, "path": None} for row in rows], "text": [row.text for row in rows]},
+        features=datasets.Features({"image": datasets.Image(decode=False), "text": datasets.Value("string")}),
+    )
+    regex, parameters = lora_targets(target_names)
+    return SFTOverrides(
+        target_modules=regex,
+        target_parameters=parameters,
+        train_dataset=dataset,
+        data_collator=DeepseekOcr2Collator(processor, train_prompt(prompt)),
+        # Our collator builds the sequences: trl must neither tokenize the dataset nor drop its columns.
+        config={"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}},
+    )

@@ -18,6 +18,7 @@ from ocrtune_shared.adapters import ADAPTER_WEIGHTS_FILE
 from ocrtune_shared.cer import CERResult, character_error_rate
 from ocrtune_shared.images import decode_image
 
+from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetRow
 from ocrtune_trainer.training import TrainingStopped, conversation
 
@@ -47,8 +48,11 @@ def transcribe(
             if isinstance(i, int) and i >= 0
         }
     )
-    text = processor.apply_chat_template([conversation(prompt)["prompt"]], add_generation_prompt=True, tokenize=False)
-    text = text[0] if isinstance(text, list) else text
+    if deepseek_ocr.is_deepseek(model):  # no chat template: DeepSeek's own prompt
+        text = deepseek_ocr.prompt_text(prompt)
+    else:
+        text = processor.apply_chat_template([conversation(prompt)["prompt"]], add_generation_prompt=True, tokenize=False)
+        text = text[0] if isinstance(text, list) else text
     outputs: list[str] = []
     was_training = model.training
     model.eval()

@@ -20,6 +20,7 @@ from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobProgress, LossPoint
 
+from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetError, DatasetRow
 from ocrtune_trainer.settings import Precision, TrainerSettings
 
@@ -217,12 +218,15 @@ def train_adapter(
     from trl import SFTConfig, SFTTrainer
 
     hp = request.hyperparameters
+    # DeepSeek-OCR-2 has no chat template and fused experts: its own dataset, collator and targets.
+    family = deepseek_ocr.sft_overrides(model, processor, rows, request.prompt, hp.target_modules)
     lora = LoraConfig(
         r=hp.rank,
         lora_alpha=hp.alpha,
         lora_dropout=hp.dropout,
         bias=hp.bias.value,
-        target_modules=language_model_targets(model, hp.target_modules),
+        target_modules=family.target_modules if family else language_model_targets(model, hp.target_modules),
+        target_parameters=family.target_parameters if family else None,
         task_type="CAUSAL_LM",
     )
     config = SFTConfig(
@@ -249,12 +253,14 @@ def train_adapter(
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **(family.config if family else {}),
     )
     callback = _progress_callback(hp.max_steps, sink, should_stop)
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=sft_dataset(rows, request.prompt),
+        train_dataset=family.train_dataset if family else sft_dataset(rows, request.prompt),
+        data_collator=family.data_collator if family else None,
         processing_class=processor,
         peft_config=lora,
         callbacks=[callback],
