@@ -308,9 +308,40 @@ def start_service(
     raise TimeoutError(f"trainer not ready after {timeout} s:\n{service.tail()}")
 
 
+class _LoadRecorder(http.server.BaseHTTPRequestHandler):
+    """Stands in for the inference service's ``POST /adapters/{name}/load``: records what it is told."""
+
+    calls: list[tuple[str, dict]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        type(self).calls.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"state": "device"}')
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="session")
-def service_env(hf_cache: Path, s3_server: str) -> dict[str, str]:
-    return {**S3_ENV, "HF_HUB_CACHE": str(hf_cache), "OCRTUNE_TRAINER_S3_ENDPOINT_URL": s3_server}
+def inference_recorder() -> Iterator[tuple[str, list]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _LoadRecorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _LoadRecorder.calls
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def service_env(hf_cache: Path, s3_server: str, inference_recorder: tuple[str, list]) -> dict[str, str]:
+    return {
+        **S3_ENV,
+        "HF_HUB_CACHE": str(hf_cache),
+        "OCRTUNE_TRAINER_S3_ENDPOINT_URL": s3_server,
+        "OCRTUNE_TRAINER_INFERENCE_URL": inference_recorder[0],
+    }
 
 
 @pytest.fixture(scope="session")

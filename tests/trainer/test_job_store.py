@@ -130,3 +130,17 @@ def test_two_queues_on_one_database_see_each_other(queue: JobQueue) -> None:
         assert queue.get(job.id).state is JobState.queued
     finally:
         other.close()
+
+
+def test_a_store_from_an_older_version_gets_new_columns(queue: JobQueue) -> None:
+    from sqlalchemy import inspect, text
+
+    with queue.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE job_events DROP COLUMN cer"))
+    assert "cer" not in {c["name"] for c in inspect(queue.engine).get_columns("job_events")}
+    upgraded = JobQueue(queue.engine.url.render_as_string(hide_password=False))
+    try:
+        job = upgraded.submit(_request())
+        assert upgraded.events(job.id)[0].cer is None
+    finally:
+        upgraded.close()

@@ -34,7 +34,7 @@ def _layout_uris(d: DataLayouts, http_server: str) -> dict[str, dict]:
 
 
 def test_every_layout_trains_and_publishes_one_job_after_another(
-    trainer: TrainerService, data_layouts: DataLayouts, http_server: str
+    trainer: TrainerService, data_layouts: DataLayouts, http_server: str, inference_recorder
 ) -> None:
     jobs = {}
     for name, spec in _layout_uris(data_layouts, http_server).items():
@@ -43,6 +43,7 @@ def test_every_layout_trains_and_publishes_one_job_after_another(
             "train": spec,
             "eval_fraction": 0.25,
             "hyperparameters": tiny_hyperparameters(max_steps=2),
+            "export_merged": name == "parquet",
         }
         job = trainer.submit(body)
         assert job["state"] == "validating" and job["request"]["base_model"]
@@ -67,6 +68,14 @@ def test_every_layout_trains_and_publishes_one_job_after_another(
             json.loads((stored.path / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
             == manifest.base_model
         )
+    # The inference service was told about every new version.
+    told = {path: body for path, body in inference_recorder[1]}
+    for name, job in done.items():
+        assert told[f"/adapters/layout-{name}/load"] == {"version": store.resolve(job["result"]["adapter"]).version}
+    # The optional merged 16-bit export sits beside the adapter it was merged from.
+    merged = store.resolve(done["parquet"]["result"]["adapter"]).path / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    assert json.loads((merged / "config.json").read_text())["dtype"] == "bfloat16"
     # The same rows in every layout: the same fingerprint.
     assert len({store.resolve(j["result"]["adapter"]).manifest().dataset_fingerprint for j in done.values()}) == 1
 
@@ -106,7 +115,8 @@ def test_training_learns_and_the_published_adapter_reads_the_images(
     ]
     assert [p["step"] for p in steps] == list(range(1, 151))
     assert all(p["learning_rate"] is not None and p["eta_seconds"] is not None for p in steps)
-    assert any(e["type"] == "eval" for e in events)
+    evals = [e["cer"] for e in events if e["type"] == "eval"]
+    assert len(evals) == 2 and evals[0]["corpus_cer"] > evals[1]["corpus_cer"]  # base, then adapter
 
     final = trainer.job(job["id"])
     losses = [p["loss"] for p in final["result"]["loss_curve"]]

@@ -100,4 +100,5 @@ class JobEvent(BaseModel):
     time: datetime
     state: JobState | None = None
     progress: JobProgress | None = None
+    cer: CERResult | None = Field(default=None, description="On eval events: the CER just measured")
     message: str = ""

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.jobs import (
@@ -43,7 +44,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 
@@ -77,6 +80,7 @@ events_table = Table(
     Column("time", DateTime(timezone=True), nullable=False),
     Column("state", String(16), nullable=True),
     Column("progress", JSON, nullable=True),
+    Column("cer", JSON, nullable=True),
     Column("message", Text, nullable=False, default=""),
     Index("ix_job_events_job_seq", "job_id", "seq"),
 )
@@ -132,6 +136,21 @@ class JobQueue:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a store written by an older version up to date: new columns are nullable, added in place."""
+        existing = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable:
+                    raise RuntimeError(f"job store table {table.name} lacks the required column {column.name}")
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self.engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -203,6 +222,7 @@ class JobQueue:
                 time=_aware(r.time),
                 state=JobState(r.state) if r.state else None,
                 progress=JobProgress.model_validate(r.progress) if r.progress else None,
+                cer=CERResult.model_validate(r.cer) if r.cer else None,
                 message=r.message,
             )
             for r in rows
@@ -218,6 +238,7 @@ class JobQueue:
         *,
         state: JobState | None = None,
         progress: JobProgress | None = None,
+        cer: CERResult | None = None,
         message: str = "",
     ) -> None:
         conn.execute(
@@ -227,6 +248,7 @@ class JobQueue:
                 time=now(),
                 state=state.value if state else None,
                 progress=progress.model_dump(mode="json") if progress else None,
+                cer=cer.model_dump(mode="json") if cer else None,
                 message=message,
             )
         )
@@ -368,9 +390,11 @@ class JobQueue:
                 .values(result=result.model_dump(mode="json"), updated_at=now())
             )
 
-    def log(self, job_id: str, message: str, type_: JobEventType = JobEventType.log) -> None:
+    def log(
+        self, job_id: str, message: str, type_: JobEventType = JobEventType.log, cer: CERResult | None = None
+    ) -> None:
         with self.engine.begin() as conn:
-            self._event(conn, job_id, type_, message=message)
+            self._event(conn, job_id, type_, message=message, cer=cer)
 
     def heartbeat(self, worker_id: str) -> None:
         with self.engine.begin() as conn:

@@ -182,6 +182,10 @@ def check_request(request: FinetuneRequest, settings: TrainerSettings) -> None:
             check_uri_allowed(spec.uri, settings)
         except DatasetError as exc:
             raise ServiceError(422, exc.code, exc.message, f"{field_name}.uri") from None
+        except (ValueError, OSError) as exc:  # e.g. a NUL byte in a path, a malformed URL
+            raise ServiceError(
+                422, ErrorCode.invalid_request, f"unusable dataset URI: {exc}", f"{field_name}.uri"
+            ) from None
     hp = request.hyperparameters
     if hp.per_device_batch_size * hp.gradient_accumulation_steps > 65536:
         raise ServiceError(

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, JobState, LossPoint
 from ocrtune_shared.store import AdapterStore
@@ -233,6 +234,7 @@ class Worker:
             job.id,
             f"base model CER on {len(eval_rows)} eval rows: corpus {cer_before.corpus_cer:.4f}, mean {cer_before.mean_cer:.4f}",
             JobEventType.eval,
+            cer=cer_before,
         )
 
         self._phase(job.id, "training", hp.max_steps)
@@ -256,7 +258,7 @@ class Worker:
 
         self._phase(job.id, "evaluating_adapter", hp.max_steps)
 
-        def evaluate_files(folder: Path):
+        def evaluate_files(folder: Path) -> CERResult:
             fresh, _ = load_base(base_model, runtime)
             tuned = load_adapter_verified(fresh, folder)
             cer_after, _ = evaluate(
@@ -272,6 +274,7 @@ class Worker:
                 job.id,
                 f"adapter CER (reloaded from its files): corpus {cer_after.corpus_cer:.4f}, mean {cer_after.mean_cer:.4f}",
                 JobEventType.eval,
+                cer=cer_after,
             )
             return cer_after
 
