@@ -10,7 +10,7 @@ from ocrtune_inference.settings import InferenceSettings
 
 def main() -> None:
     settings = InferenceSettings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
 
 
 if __name__ == "__main__":

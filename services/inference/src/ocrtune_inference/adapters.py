@@ -171,7 +171,20 @@ class AdapterCatalog:
             ref = AdapterRef.parse(text)
         except ValueError as exc:
             raise ServiceError(422, ErrorCode.invalid_request, _first_error(exc), where="adapter") from None
-        return await asyncio.to_thread(self._resolve_sync, ref)
+        if self.mirror is not None:  # network: keep it off the event loop
+            return await asyncio.to_thread(self._resolve_sync, ref)
+        with self._lock:
+            cached = self._validated.get(self._cache_key(ref))
+        # A validated adapter costs a directory listing and a stat; only a first sight
+        # (checksums, weight names) is worth a thread.
+        return cached if cached is not None else await asyncio.to_thread(self._resolve_sync, ref)
+
+    def _cache_key(self, ref: AdapterRef) -> tuple[str, int, float] | None:
+        try:
+            stored = self.store.resolve(ref)
+            return (stored.name, stored.version, (stored.path / MANIFEST_FILE).stat().st_mtime)
+        except (AdapterNotFound, OSError):
+            return None
 
     def _resolve_sync(self, ref: AdapterRef) -> ServedAdapter:
         if self.mirror is not None:

@@ -31,6 +31,7 @@ class InferenceSettings(BaseSettings):
         default_factory=list, description="Comma-separated; empty: no authentication (local use)"
     )
 
+    access_log: bool = Field(default=False, description="uvicorn's per-request log line (costs CPU at high rates)")
     dtype: str = "auto"
     max_model_len: int = Field(default=4096, ge=16)
     max_num_seqs: int = Field(default=64, ge=1)

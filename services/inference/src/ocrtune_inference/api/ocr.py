@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
@@ -9,13 +10,14 @@ from sse_starlette import EventSourceResponse
 from ocrtune_inference.api.dependencies import ocr_service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
 from ocrtune_inference.api.uploads import from_json, from_multipart
-from ocrtune_inference.documents import load_pages
+from ocrtune_inference.documents import is_pdf, load_pages
 from ocrtune_inference.ocr import OCRService
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.headers import ADAPTER_HEADER
 from ocrtune_shared.ocr import OCRJSONRequest, OCRResponse
 
 router = APIRouter(tags=["ocr"])
+INLINE_DECODE_BYTES = 256 * 1024
 
 _OPTION_FIELDS = {
     "task": {"type": "string", "enum": ["free_ocr", "markdown"], "default": "free_ocr"},
@@ -69,7 +71,7 @@ async def ocr(
             415, ErrorCode.unsupported_media_type, "send multipart/form-data (field 'file') or application/json"
         )
     adapter = await service.adapter_for(x_adapter)
-    pages = await asyncio.to_thread(
+    decode = functools.partial(
         load_pages,
         data,
         max_pixels=settings.max_image_pixels,
@@ -77,6 +79,8 @@ async def ocr(
         pdf_scale=settings.pdf_render_scale,
         where="file" if content_type == "multipart/form-data" else "image",
     )
+    # A line or a small page decodes faster than a thread hop; big ones must not block the loop.
+    pages = decode() if len(data) < INLINE_DECODE_BYTES and not is_pdf(data) else await asyncio.to_thread(decode)
     if not options.stream:
         return await service.recognize(pages, options, adapter)
 

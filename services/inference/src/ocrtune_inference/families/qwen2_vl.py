@@ -6,6 +6,7 @@ Qwen2-VL has no resolution modes: its processor resizes within min/max pixels, s
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ class Qwen2VLFamily(ModelFamily):
 
         # The tokenizer carries the chat template; the engine's own processor does the images.
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # The template runs jinja; a handful of instructions cover nearly all requests.
+        self._render = lru_cache(maxsize=256)(self._render_uncached)
 
-    def _render(self, instruction: str) -> str:
+    def _render_uncached(self, instruction: str) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
         return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 

@@ -1,0 +1,221 @@
+"""Inference service benchmark: ratios against raw AsyncLLM measured in the same run.
+
+Prints (targets.md):
+- HTTP overhead: images/s through ``POST /ocr`` at concurrency 16 / raw ``AsyncLLM`` on the
+  same images and prompts, same engine settings (goal >= 0.95);
+- mixed adapters: images/s with requests spread over 4 adapters / all on one adapter (goal >= 0.9);
+- hot-load: first request to a freshly published adapter minus a warm request to it (goal <= 1 s).
+
+Each figure is the median of ``--repeats`` runs. The service (a subprocess) and the raw engine
+(in this process) are both up; their runs alternate, one at a time, so that the load
+others put on a shared machine falls on each alike. The HTTP client (aiohttp) runs in this process: its cost counts against the service, as it would
+for any client on the same machine.
+
+    .venv/bin/python bench/inference_bench.py [--requests 64] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONCURRENCY = 16
+MAX_TOKENS = 16
+ADAPTER_TEXTS = {"a0": "甲乙丙丁", "a1": "一二三四五", "a2": "日月年", "a3": "上下左右中", "a4": "金额合计元"}
+
+
+def _settings(model_dir: Path, store: Path, port: int):
+    from ocrtune_inference.settings import InferenceSettings
+
+    return InferenceSettings(
+        model=str(model_dir), adapter_store=str(store), port=port, max_loras=4, max_cpu_loras=8,
+        max_lora_rank=16, dtype="float32", max_model_len=1024, max_num_seqs=64,
+    )
+
+
+async def _pool(count: int, worker) -> float:
+    """Run ``worker(i)`` for i < count with CONCURRENCY in flight; return items per second."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def drain() -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await worker(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drain() for _ in range(CONCURRENCY)))
+    return count / (time.perf_counter() - started)
+
+
+class RawEngine:
+    """The baseline: the same engine settings and prompts, called in-process with no HTTP."""
+
+    def __init__(self, settings, model_dir: Path, images) -> None:
+        from vllm import SamplingParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from ocrtune_inference.engine import engine_args
+        from ocrtune_inference.families import family_for
+        from ocrtune_shared.ocr import OCROptions
+
+        family = family_for(model_dir)
+        self.llm = AsyncLLM.from_engine_args(engine_args(settings, str(model_dir), family.engine_kwargs()))
+        self.prompts = [family.prompt(image, OCROptions()).as_vllm() for image in images]
+        self.params = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
+        self.ids = iter(range(10**9))
+
+    async def run(self, count: int) -> float:
+        async def one(i: int) -> None:
+            async for _ in self.llm.generate(self.prompts[i % len(self.prompts)], self.params, f"raw-{next(self.ids)}"):
+                pass
+
+        return await _pool(count, one)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(settings) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, **{f"OCRTUNE_INFERENCE_{k.upper()}": str(v) for k, v in settings.model_dump().items()
+                            if v is not None and not isinstance(v, list)}}
+    process = subprocess.Popen([sys.executable, "-m", "ocrtune_inference"], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{settings.port}/readyz", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError("service not ready in 300 s")
+
+
+async def _measure(raw: RawEngine, settings, store, model_dir: Path, pngs, adapter_dirs, repeats: int,
+                   count: int) -> dict[str, list[float]]:
+    import aiohttp
+
+    from ocrtune_devkit.adapters import publish_tiny_adapter
+
+    url = f"http://127.0.0.1:{settings.port}"
+    results: dict[str, list[float]] = {"raw": [], "base": [], "one": [], "mixed": [], "hot_extra": []}
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY * 2)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
+
+        async def post(i: int, adapter: str | None) -> None:
+            form = aiohttp.FormData()
+            form.add_field("file", pngs[i % len(pngs)], filename="p.png", content_type="image/png")
+            form.add_field("max_tokens", str(MAX_TOKENS))
+            headers = {"X-Adapter": adapter} if adapter else {}
+            async with http.post("/ocr", data=form, headers=headers) as response:
+                body = await response.json()
+                assert response.status == 200, body
+            if adapter and not adapter.startswith("hot-"):
+                assert body["text"] == ADAPTER_TEXTS[adapter], body
+
+        mixed = ["a0", "a1", "a2", "a3"]
+        for name in mixed:
+            async with http.post(f"/adapters/{name}/load") as response:
+                assert response.status == 200
+        await raw.run(CONCURRENCY)  # warm-up
+        await _pool(CONCURRENCY, lambda i: post(i, None))
+        await _pool(CONCURRENCY, lambda i: post(i, mixed[i % 4]))
+        # Interleaved, so that the load other work puts on the machine falls on every variant alike.
+        for _ in range(repeats):
+            results["raw"].append(await raw.run(count))
+            results["base"].append(await _pool(count, lambda i: post(i, None)))
+            results["one"].append(await _pool(count, lambda i: post(i, "a0")))
+            results["mixed"].append(await _pool(count, lambda i: post(i, mixed[i % 4])))
+        for k in range(repeats):
+            publish_tiny_adapter(store, f"hot-{k}", adapter_dirs["a4"], str(model_dir))
+            started = time.perf_counter()
+            await post(k, f"hot-{k}")
+            cold = time.perf_counter() - started
+            warm = []
+            for j in range(3):
+                started = time.perf_counter()
+                await post(k + j + 1, f"hot-{k}")
+                warm.append(time.perf_counter() - started)
+            results["hot_extra"].append(cold - statistics.median(warm))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=64, help="images per throughput run")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from ocrtune_devkit.adapters import AdapterSpec, build_tiny_adapter, publish_tiny_adapter
+    from ocrtune_devkit.synthetic import make_samples
+    from ocrtune_devkit.tiny_models import build_tiny_qwen2_vl
+    from ocrtune_shared.store import AdapterStore
+
+    model_dir = build_tiny_qwen2_vl()
+    adapter_dirs = {n: build_tiny_adapter(AdapterSpec(fixed_text=t), model_dir) for n, t in ADAPTER_TEXTS.items()}
+    samples = make_samples(32, seed=2024)
+    pngs = [s.png for s in samples]
+    images = [s.image() for s in samples]
+    store_root = Path(tempfile.mkdtemp(prefix="ocrtune-bench-store-"))
+    store = AdapterStore(store_root)
+    for name, folder in adapter_dirs.items():
+        publish_tiny_adapter(store, name, folder, str(model_dir))
+    settings = _settings(model_dir, store_root, _free_port())
+
+    process = _start_server(settings)
+    try:
+        async def run() -> dict[str, list[float]]:
+            raw = RawEngine(settings, model_dir, images)
+            try:
+                return await _measure(raw, settings, store, model_dir, pngs, adapter_dirs, args.repeats, args.requests)
+            finally:
+                raw.llm.shutdown()
+
+        results = asyncio.run(run())
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+    med = statistics.median
+    print(f"machine: {os.cpu_count()} CPUs, vLLM CPU engine, tiny Qwen2-VL, {args.requests} images x {args.repeats} repeats, "
+          f"concurrency {CONCURRENCY}, max_tokens {MAX_TOKENS}")
+    print(f"raw AsyncLLM images/s       : {med(results['raw']):7.2f}  runs {[round(x, 2) for x in results['raw']]}")
+    print(f"HTTP /ocr base images/s     : {med(results['base']):7.2f}  runs {[round(x, 2) for x in results['base']]}")
+    print(f"HTTP /ocr one adapter       : {med(results['one']):7.2f}  runs {[round(x, 2) for x in results['one']]}")
+    print(f"HTTP /ocr 4 adapters mixed  : {med(results['mixed']):7.2f}  runs {[round(x, 2) for x in results['mixed']]}")
+    print(f"RATIO http/raw (goal >= 0.95)          : {med(results['base']) / med(results['raw']):.3f}")
+    print(f"RATIO mixed/one adapter (goal >= 0.9)  : {med(results['mixed']) / med(results['one']):.3f}")
+    print(f"HOT-LOAD extra s, first vs warm (<= 1) : {med(results['hot_extra']):.3f}  runs "
+          f"{[round(x, 3) for x in results['hot_extra']]}")
+
+
+if __name__ == "__main__":
+    main()
