@@ -125,3 +125,41 @@ def test_refuses_what_vllm_cannot_serve_naming_the_module(module, words):
         to_vllm_deepseek(tensors, {"r": 4, "lora_alpha": 4})
     assert words in str(err.value)
     assert err.value.modules == [module.replace("model.language_model.", "model.")]
+
+
+def test_notebook_adapter_imports_into_the_store_with_its_layout(notebook_adapter, tmp_path):
+    from ocrtune_shared.adapter_import import main
+    from ocrtune_shared.store import AdapterStore
+
+    config = json.loads((notebook_adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "./deepseek_ocr"  # what the notebook records
+    (notebook_adapter / "adapter_config.json").write_text(json.dumps(config))
+    main([str(notebook_adapter), "--store", str(tmp_path), "--name", "nb-import", "--base-model",
+          "deepseek-ai/DeepSeek-OCR-2", "--family", "deepseek_ocr2"])
+    store = AdapterStore(tmp_path)
+    stored = store.resolve("nb-import")
+    manifest = store.verify(stored)
+    assert manifest.serving_layout is ServingLayout.vllm_deepseek_ocr
+    assert manifest.base_model == "deepseek-ai/DeepSeek-OCR-2" and manifest.rank == 16
+    assert "gate_proj" in manifest.target_modules
+    served = json.loads((stored.path / "adapter_config.json").read_text())
+    assert served["base_model_name_or_path"] == "deepseek-ai/DeepSeek-OCR-2"
+    assert unservable_modules(list(read_safetensors(stored.path / "adapter_model.safetensors"))) == []
+
+
+def test_import_refuses_vision_lora_and_publishes_nothing(tmp_path):
+    from ocrtune_shared.adapter_import import import_peft_adapter
+    from ocrtune_shared.store import AdapterStore
+
+    source = tmp_path / "src"
+    source.mkdir()
+    module = "base_model.model.model.vision_tower.vision_encoder.layers.0.self_attn.q_proj"
+    write_safetensors(source / "adapter_model.safetensors", {
+        f"{module}.lora_A.weight": RawTensor("F32", np.zeros((4, 8), np.float32)),
+        f"{module}.lora_B.weight": RawTensor("F32", np.zeros((8, 4), np.float32)),
+    })
+    (source / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 4, "target_modules": ["q_proj"]}))
+    store = AdapterStore(tmp_path / "store")
+    with pytest.raises(AdapterLayoutError, match="vision_tower"):
+        import_peft_adapter(store, source, name="bad", base_model="deepseek-ai/DeepSeek-OCR-2", model_family="deepseek_ocr2")
+    assert store.versions("bad") == []
