@@ -55,7 +55,12 @@ def test_services_stay_up_with_curl_lines(demo_run) -> None:
 def test_demo_runtime_is_reported(demo_run) -> None:
     timings = demo_run.summary["timings_s"]
     assert timings["total"] > 0
-    print(f"demo took {demo_run.seconds:.0f} s: {timings}")
+    summary = demo_run.summary
+    print(
+        f"demo took {demo_run.seconds:.0f} s: {timings}; served CER {summary['cer_before']:.3f} -> "
+        f"{summary['cer_after']:.3f} ({summary['served']}); trainer's eval CER "
+        f"{summary['trainer_result']['cer_before']['corpus_cer']:.3f} -> {summary['trainer_result']['cer_after']['corpus_cer']:.3f}"
+    )
 
 
 def test_stop_ends_both_services(demo_run) -> None:
