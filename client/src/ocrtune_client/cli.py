@@ -130,7 +130,16 @@ class JobProgressPrinter:
 
     def _update_bar(self, progress: JobProgress) -> None:
         if self.bar is None:
-            self.bar = tqdm(total=progress.total_steps, desc="training", unit="step", file=self.out, dynamic_ncols=True)
+            # Starts at the step we join at (1, or later when following a running job), so the
+            # rate shown is that of the steps seen, not of the steps replayed at once.
+            self.bar = tqdm(
+                total=progress.total_steps,
+                initial=progress.step,
+                desc="training",
+                unit="step",
+                file=self.out,
+                dynamic_ncols=True,
+            )
         self.bar.total = progress.total_steps
         self.bar.n = min(progress.step, progress.total_steps)
         postfix = {}
