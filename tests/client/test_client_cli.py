@@ -255,3 +255,12 @@ def test_image_bytes_are_sent_as_is(services, held_out_png: Path) -> None:
     Image.open(held_out_png).save(buffer, format="JPEG")
     with OCRTuneClient(services.inference_url, services.trainer_url) as client:
         assert client.ocr(buffer.getvalue()).pages[0].page == 1
+
+
+def test_streamed_ocr_ends_with_the_full_response(services, held_out_png: Path) -> None:
+    with OCRTuneClient(services.inference_url, services.trainer_url) as client:
+        events = list(client.ocr_stream(held_out_png, adapter="demo-zh"))
+        whole = client.ocr(held_out_png, adapter="demo-zh")
+    assert events and events[-1].done and events[-1].response is not None
+    assert "".join(e.delta for e in events) == events[-1].response.text == whole.text
+    assert events[-1].response.adapter == services.summary["adapter"]
