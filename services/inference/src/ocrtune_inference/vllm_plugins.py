@@ -20,7 +20,7 @@ import logging
 
 import torch
 
-from ocrtune_inference import vllm_cpu_moe
+from ocrtune_inference import vllm_cpu_moe, vllm_deepseek_modes
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def apply() -> None:
 
     _die_with_parent()
     vllm_cpu_moe.apply()  # MoE models with LoRA on the CPU: see that module.
+    vllm_deepseek_modes.apply()  # DeepSeek-OCR resolution modes per request: see that module.
 
     if not current_platform.is_cpu():
         return
