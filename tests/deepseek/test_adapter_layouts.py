@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from ocrtune_shared.adapter_layouts import (
     AdapterLayoutError,
     RawTensor,

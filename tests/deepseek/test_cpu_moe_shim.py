@@ -31,12 +31,13 @@ def _lora_moe_config():
 
 
 def test_shim_keeps_moe_layers_off_the_triton_lora_backend(monkeypatch):
-    from ocrtune_inference import vllm_cpu_moe
     from vllm.model_executor.layers.fused_moe.config import FusedMoEConfig
     from vllm.model_executor.layers.fused_moe.oracle.unquantized import (
         UnquantizedMoeBackend,
         select_unquantized_moe_backend,
     )
+
+    from ocrtune_inference import vllm_cpu_moe
 
     _unpatched(monkeypatch, FusedMoEConfig)
     backend, _ = select_unquantized_moe_backend(_lora_moe_config())
@@ -58,8 +59,9 @@ def test_shim_limits_cpu_lora_to_modules_vllm_cpu_can_run():
 
 
 def test_plugin_entry_point_applies_the_shim(monkeypatch):
-    from ocrtune_inference import vllm_cpu_moe, vllm_plugins
     from vllm.model_executor.layers.fused_moe.config import FusedMoEConfig
+
+    from ocrtune_inference import vllm_cpu_moe, vllm_plugins
 
     _unpatched(monkeypatch, FusedMoEConfig)
     assert not vllm_cpu_moe.is_applied()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ocrtune_shared.ocr import OCROptions, OCRTask, ResolutionMode
 
 
@@ -32,8 +33,9 @@ def test_family_is_picked_from_the_original_layout_config(v1_dir, v2_dir):
 
 
 def test_prompts_are_deepseeks_own(v2_dir):
-    from ocrtune_inference.families import family_for
     from PIL import Image
+
+    from ocrtune_inference.families import family_for
 
     family = family_for(v2_dir)
     image = Image.new("RGB", (64, 32), "white")
@@ -54,8 +56,9 @@ def test_prompts_are_deepseeks_own(v2_dir):
     ],
 )
 def test_v1_resolution_modes_per_request(v1_dir, mode, expected):
-    from ocrtune_inference.families import family_for
     from PIL import Image
+
+    from ocrtune_inference.families import family_for
 
     prompt = family_for(v1_dir).prompt(Image.new("RGB", (64, 32)), OCROptions(resolution=mode))
     assert prompt.mm_processor_kwargs == expected
@@ -63,9 +66,10 @@ def test_v1_resolution_modes_per_request(v1_dir, mode, expected):
 
 
 def test_v2_has_tiling_or_global_view_only(v2_dir):
+    from PIL import Image
+
     from ocrtune_inference.families import family_for
     from ocrtune_inference.families.deepseek_ocr import UnsupportedResolution
-    from PIL import Image
 
     family = family_for(v2_dir)
     image = Image.new("RGB", (64, 32))
@@ -84,8 +88,9 @@ def test_engine_gets_the_repetition_guard_by_default(v2_dir):
 
 def test_guard_is_on_unless_the_request_opts_out():
     pytest.importorskip("vllm")
-    from ocrtune_inference.families.deepseek_ocr import NGRAM_SIZE, NGRAM_WINDOW, DeepseekNoRepeatNGram
     from vllm import SamplingParams
+
+    from ocrtune_inference.families.deepseek_ocr import NGRAM_SIZE, NGRAM_WINDOW, DeepseekNoRepeatNGram
 
     guard = DeepseekNoRepeatNGram.__new__(DeepseekNoRepeatNGram)
     guard._whitelist = {7}

@@ -34,8 +34,9 @@ def image():
 
 
 def _lm_lora_config(rank: int = 8):
-    from ocrtune_devkit.deepseek import LM_LORA_REGEX
     from peft import LoraConfig
+
+    from ocrtune_devkit.deepseek import LM_LORA_REGEX
 
     return LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=LM_LORA_REGEX)
 
@@ -43,10 +44,11 @@ def _lm_lora_config(rank: int = 8):
 @pytest.fixture(scope="module")
 def trained_adapter(tiny_deepseek_ocr2, tmp_path_factory) -> Path:
     """A few real optimizer steps on synthetic lines, prompt masked, LoRA on the language model only."""
-    from ocrtune_devkit.synthetic import make_samples
-    from ocrtune_trainer.deepseek_ocr import DeepseekOcr2Collator
     from peft import get_peft_model
     from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
+
+    from ocrtune_devkit.synthetic import make_samples
+    from ocrtune_trainer.deepseek_ocr import DeepseekOcr2Collator
 
     torch.manual_seed(0)
     processor = AutoProcessor.from_pretrained(tiny_deepseek_ocr2)
@@ -93,8 +95,9 @@ def published_adapter(trained_adapter, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def transformers_runs(reduced_deepseek_ocr2, trained_adapter, image) -> dict[str, tuple[list[int], list[torch.Tensor]]]:
     """Greedy tokens and per-step log-probs of transformers, base and with the (unconverted) adapter."""
-    from ocrtune_trainer.evaluation import load_adapter_verified
     from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
+
+    from ocrtune_trainer.evaluation import load_adapter_verified
 
     native = reduced_deepseek_ocr2.native
     processor = AutoProcessor.from_pretrained(native)
@@ -132,8 +135,9 @@ def _greedy(model, prompt_embeds: torch.Tensor) -> tuple[list[int], list[torch.T
 
 @pytest.fixture(scope="module")
 def vllm_engine(reduced_deepseek_ocr2):
-    from ocrtune_inference.families import family_for
     from vllm import LLM
+
+    from ocrtune_inference.families import family_for
 
     family = family_for(reduced_deepseek_ocr2.vllm)
     assert family.name == "deepseek_ocr2"
@@ -154,9 +158,10 @@ def vllm_engine(reduced_deepseek_ocr2):
 
 
 def test_converted_adapter_changes_vllm_exactly_as_transformers(vllm_engine, published_adapter, transformers_runs, image):
-    from ocrtune_shared.ocr import OCROptions
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
+
+    from ocrtune_shared.ocr import OCROptions
 
     llm, family = vllm_engine
     prompt = family.prompt(image, OCROptions())
@@ -183,12 +188,28 @@ def test_converted_adapter_changes_vllm_exactly_as_transformers(vllm_engine, pub
     )
 
 
+def test_resolution_mode_per_request_on_a_wide_image(vllm_engine, image):
+    """``base`` (one global view, no tiles) on an image wider than a tile: vLLM 0.32 unpatched kills the engine."""
+    from vllm import SamplingParams
+
+    from ocrtune_shared.ocr import OCROptions
+
+    llm, family = vllm_engine
+    wide = image.resize((1400, 175))
+    prompt = family.prompt(wide, OCROptions(resolution="base"))
+    (out,) = llm.generate(prompt.as_vllm(), SamplingParams(temperature=0.0, max_tokens=2))
+    image_token = llm.get_tokenizer().convert_tokens_to_ids("<image>")
+    assert out.prompt_token_ids.count(image_token) == 16 * 16 + 1
+    assert len(out.outputs[0].token_ids) == 2
+
+
 @pytest.fixture(scope="module")
 def looping_adapter(tiny_deepseek_ocr2, tmp_path_factory) -> Path:
     """A LoRA taught to repeat a cycle of tokens forever: the loop DeepSeek-OCR falls into on repeated text."""
-    from ocrtune_shared.adapter_layouts import convert_adapter_folder
     from peft import get_peft_model
     from transformers import AutoTokenizer, DeepseekOcr2ForConditionalGeneration
+
+    from ocrtune_shared.adapter_layouts import convert_adapter_folder
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_deepseek_ocr2)
@@ -216,9 +237,10 @@ LOOP_PROMPT = "Free OCR. "
 
 def test_repetition_guard_stops_a_loop(vllm_engine, looping_adapter):
     """Unguarded, the adapter loops; the default guard forbids any 30-gram repeat within 90 tokens."""
-    from ocrtune_inference.families.deepseek_ocr import NGRAM_SIZE, NGRAM_WINDOW
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
+
+    from ocrtune_inference.families.deepseek_ocr import NGRAM_SIZE, NGRAM_WINDOW
 
     llm, _ = vllm_engine
     lora = LoRARequest("loop", 2, str(looping_adapter))
@@ -250,13 +272,14 @@ def _repeats(tokens: list[int], n: int, window: int) -> bool:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="routed-expert LoRA runs in vLLM on a GPU only")
 def test_notebook_adapter_with_experts_served_on_gpu(reduced_deepseek_ocr2, tmp_path, image):
     """GPU: python -m pytest -m slow tests/deepseek/test_vllm_parity.py -k notebook (vLLM CUDA build)."""
-    from ocrtune_devkit.deepseek import make_random_adapter
-    from ocrtune_shared.adapter_layouts import convert_adapter_folder
-    from ocrtune_trainer.evaluation import load_adapter_verified
     from peft import get_peft_model  # noqa: F401  (documented dependency of the check)
     from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
+
+    from ocrtune_devkit.deepseek import make_random_adapter
+    from ocrtune_shared.adapter_layouts import convert_adapter_folder
+    from ocrtune_trainer.evaluation import load_adapter_verified
 
     notebook = make_random_adapter(reduced_deepseek_ocr2.native, tmp_path / "nb", experts=True, seed=2)
     convert_adapter_folder(notebook, tmp_path / "served")

@@ -29,10 +29,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ocrtune_shared.ocr import OCROptions, OCRTask, ResolutionMode
 from PIL import Image
 
 from ocrtune_inference.families import EnginePrompt, ModelFamily, read_config, register
+from ocrtune_shared.ocr import OCROptions, OCRTask, ResolutionMode
 
 IMAGE_TOKEN = "<image>"
 TASK_PROMPTS = {
