@@ -177,7 +177,8 @@ def main() -> None:
     from ocrtune_shared.store import AdapterStore
 
     model_dir = build_tiny_qwen2_vl()
-    adapter_dirs = {n: build_tiny_adapter(AdapterSpec(fixed_text=t), model_dir) for n, t in ADAPTER_TEXTS.items()}
+    specs = {n: AdapterSpec(fixed_text=t, steps=40, samples=4, learning_rate=3e-3) for n, t in ADAPTER_TEXTS.items()}
+    adapter_dirs = {n: build_tiny_adapter(spec, model_dir) for n, spec in specs.items()}
     samples = make_samples(32, seed=2024)
     pngs = [s.png for s in samples]
     images = [s.image() for s in samples]

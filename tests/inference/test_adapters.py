@@ -36,7 +36,7 @@ def test_interleaved_traffic_over_more_adapters_than_slots(server, client, line_
         jobs = [(names[k % len(names)], rng.randrange(len(line_images))) for k in range(30)]
         rng.shuffle(jobs)
         wrong = []
-        for (adapter, index), response in zip(jobs, asyncio.run(round_(jobs))):
+        for (adapter, index), response in zip(jobs, asyncio.run(round_(jobs)), strict=True):
             assert response.status_code == 200, response.text
             expected = FIXED_TEXTS[adapter] if adapter else base_answers[index]
             if response.json()["text"] != expected:

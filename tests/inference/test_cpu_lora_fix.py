@@ -50,7 +50,7 @@ def test_base_requests_mixed_with_two_adapters(server, client, line_images, base
                 jobs.append((None, index))
                 jobs.append((("a0", "a1")[index % 2], index))
             responses = await asyncio.gather(*(aocr(http, line_images[i], adapter) for adapter, i in jobs))
-            return [(adapter, i, r) for (adapter, i), r in zip(jobs, responses)]
+            return [(adapter, i, r) for (adapter, i), r in zip(jobs, responses, strict=True)]
 
     for _ in range(3):
         wrong = []

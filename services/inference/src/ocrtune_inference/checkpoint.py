@@ -39,7 +39,7 @@ class LoraTargets:
     rename_mapper: object | None
 
     @classmethod
-    def for_checkpoint(cls, model_dir: Path, vllm_model_class: type) -> "LoraTargets":
+    def for_checkpoint(cls, model_dir: Path, vllm_model_class: type) -> LoraTargets:
         mapper = getattr(vllm_model_class, "hf_to_vllm_mapper", None)
         # vLLM's LoRA loader applies only the renames of the model's mapper (worker_manager.py).
         mapper = mapper.get_rename_mapper() if mapper is not None else None

@@ -56,7 +56,7 @@ class OCREngine:
         self.in_flight = 0
 
     @classmethod
-    def start(cls, settings: Any, model_dir: str, family_kwargs: dict[str, Any]) -> "OCREngine":
+    def start(cls, settings: Any, model_dir: str, family_kwargs: dict[str, Any]) -> OCREngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         return cls(AsyncLLM.from_engine_args(engine_args(settings, model_dir, family_kwargs)))

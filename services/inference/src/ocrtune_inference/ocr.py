@@ -52,8 +52,8 @@ class OCRService:
 
     async def _page(self, number: int, prompt: EnginePrompt, options: OCROptions, adapter: ServedAdapter | None) -> PageResult:
         last: Generation | None = None
-        async for last in self._generate(prompt, options.max_tokens, adapter):
-            pass
+        async for generation in self._generate(prompt, options.max_tokens, adapter):
+            last = generation
         assert last is not None, "the engine finished without output"
         return PageResult(
             page=number,

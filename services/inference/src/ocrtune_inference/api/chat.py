@@ -12,15 +12,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from ocrtune_inference.api.dependencies import ocr_service
+from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
 from ocrtune_inference.api.uploads import load_source
 from ocrtune_inference.documents import load_pages
-from ocrtune_inference.ocr import OCRService
 from ocrtune_shared.errors import ErrorCode, ServiceError
 from ocrtune_shared.ocr import OCROptions
 
@@ -118,7 +117,7 @@ def _image_and_instruction(request: ChatCompletionRequest) -> tuple[str, str]:
     responses=ERROR_RESPONSES,
     summary="OCR through the OpenAI chat protocol; model = adapter",
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request, service: OCRService = Depends(ocr_service)):
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service):
     settings = request.app.state.settings
     url, instruction = _image_and_instruction(body)
     adapter = await service.adapter_for(body.model)

@@ -4,14 +4,13 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Request
 from sse_starlette import EventSourceResponse
 
-from ocrtune_inference.api.dependencies import ocr_service
+from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
 from ocrtune_inference.api.uploads import from_json, from_multipart
 from ocrtune_inference.documents import is_pdf, load_pages
-from ocrtune_inference.ocr import OCRService
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.headers import ADAPTER_HEADER
 from ocrtune_shared.ocr import OCRJSONRequest, OCRResponse
@@ -55,7 +54,7 @@ OCR_REQUEST_BODY = {
 )
 async def ocr(
     request: Request,
-    service: OCRService = Depends(ocr_service),
+    service: Service,
     x_adapter: str | None = Header(
         default=None, alias=ADAPTER_HEADER, description="name or name@version of a LoRA adapter; absent: base model"
     ),
