@@ -20,11 +20,12 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from PIL import Image
+
 from ocrtune_client.client import AsyncOCRTuneClient, OCRTuneClient, OCRTuneError
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.jobs import JobList, JobState
 from ocrtune_shared.ocr import OCRResponse
-from PIL import Image
 
 OCRTUNE = str(Path(sys.executable).parent / "ocrtune")
 

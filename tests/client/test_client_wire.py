@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from ocrtune_client.client import (
     SSEDecoder,
     adapter_headers,

@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+
 from ocrtune_client.demo import group_alive
 
 

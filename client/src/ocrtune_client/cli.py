@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
-from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
-from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobProgress, JobState
-from ocrtune_shared.ocr import OCROptions, OCRTask
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_client.dataset_builder import build_parquet
+from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
+from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobProgress, JobState
+from ocrtune_shared.ocr import OCROptions, OCRTask
 
 EXIT_SERVICE_ERROR = 1
 EXIT_USAGE = 2

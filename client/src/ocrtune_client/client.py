@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
 from ocrtune_shared.adapters import AdapterList
 from ocrtune_shared.errors import ErrorBody, ErrorCode, ErrorResponse
 from ocrtune_shared.finetune import FinetuneRequest
@@ -28,7 +30,6 @@ from ocrtune_shared.headers import ADAPTER_HEADER, API_KEY_HEADER
 from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobList, JobState
 from ocrtune_shared.names import AdapterRef
 from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent
-from pydantic import BaseModel, ValidationError
 
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8000"
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8001"

@@ -39,13 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ocrtune_client.cli import follow_with_progress
+from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_shared.cer import character_error_rate, normalize
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
 from ocrtune_shared.ocr import OCROptions
-
-from ocrtune_client.cli import follow_with_progress
-from ocrtune_client.client import OCRTuneClient, OCRTuneError
 
 GPU_DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR-2"
 ADAPTER_NAME = "demo-zh"
