@@ -6,7 +6,7 @@ Prints (targets.md):
 - mixed adapters: images/s with requests spread over 4 adapters / all on one adapter (goal >= 0.9);
 - hot-load: first request to a freshly published adapter minus a warm request to it (goal <= 1 s).
 
-Each figure is the median of ``--repeats`` runs. The service (a subprocess) and the raw engine
+Each ratio is the median over ``--repeats`` pairs of runs made back to back. The service (a subprocess) and the raw engine
 (in this process) are both up; their runs alternate, one at a time, so that the load
 others put on a shared machine falls on each alike. The HTTP client (aiohttp) runs in this process: its cost counts against the service, as it would
 for any client on the same machine.
@@ -146,11 +146,15 @@ async def _measure(raw: RawEngine, settings, store, model_dir: Path, pngs, adapt
         await _pool(CONCURRENCY, lambda i: post(i, None))
         await _pool(CONCURRENCY, lambda i: post(i, mixed[i % 4]))
         # Interleaved, so that the load other work puts on the machine falls on every variant alike.
-        for _ in range(repeats):
-            results["raw"].append(await raw.run(count))
-            results["base"].append(await _pool(count, lambda i: post(i, None)))
-            results["one"].append(await _pool(count, lambda i: post(i, "a0")))
-            results["mixed"].append(await _pool(count, lambda i: post(i, mixed[i % 4])))
+        # Each figure is also taken as a ratio of two runs back to back (order alternating), so
+        # that a burst of someone else's work spoils one pair, not the whole comparison.
+        for r in range(repeats):
+            pairs = [("raw", lambda: raw.run(count)), ("base", lambda: _pool(count, lambda i: post(i, None))),
+                     ("one", lambda: _pool(count, lambda i: post(i, "a0"))),
+                     ("mixed", lambda: _pool(count, lambda i: post(i, mixed[i % 4])))]
+            for first, second in (pairs[0:2], pairs[2:4]):
+                for key, run in ((first, second) if r % 2 == 0 else (second, first)):
+                    results[key].append(await run())
         for k in range(repeats):
             publish_tiny_adapter(store, f"hot-{k}", adapter_dirs["a4"], str(model_dir))
             started = time.perf_counter()
@@ -212,8 +216,10 @@ def main() -> None:
     print(f"HTTP /ocr base images/s     : {med(results['base']):7.2f}  runs {[round(x, 2) for x in results['base']]}")
     print(f"HTTP /ocr one adapter       : {med(results['one']):7.2f}  runs {[round(x, 2) for x in results['one']]}")
     print(f"HTTP /ocr 4 adapters mixed  : {med(results['mixed']):7.2f}  runs {[round(x, 2) for x in results['mixed']]}")
-    print(f"RATIO http/raw (goal >= 0.95)          : {med(results['base']) / med(results['raw']):.3f}")
-    print(f"RATIO mixed/one adapter (goal >= 0.9)  : {med(results['mixed']) / med(results['one']):.3f}")
+    http_raw = [h / r for h, r in zip(results["base"], results["raw"], strict=True)]
+    mixed_one = [m / o for m, o in zip(results["mixed"], results["one"], strict=True)]
+    print(f"RATIO http/raw (goal >= 0.95)          : {med(http_raw):.3f}  pairs {[round(x, 2) for x in http_raw]}")
+    print(f"RATIO mixed/one adapter (goal >= 0.9)  : {med(mixed_one):.3f}  pairs {[round(x, 2) for x in mixed_one]}")
     print(f"HOT-LOAD extra s, first vs warm (<= 1) : {med(results['hot_extra']):.3f}  runs "
           f"{[round(x, 3) for x in results['hot_extra']]}")
 

@@ -96,3 +96,17 @@ def test_health_ready_metrics_openapi(client) -> None:
     body = spec["paths"]["/ocr"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert "/v1/chat/completions" in spec["paths"] and "/adapters/{name}/load" in spec["paths"]
+
+
+def test_openai_chat_stream(client, line_images) -> None:
+    url = "data:image/png;base64," + base64.b64encode(line_images[2]).decode()
+    body = {"model": "a0", "stream": True, "max_tokens": 16,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        data = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == FIXED_TEXTS["a0"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

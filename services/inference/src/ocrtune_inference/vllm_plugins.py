@@ -25,6 +25,7 @@ from ocrtune_inference import vllm_cpu_moe, vllm_deepseek_modes
 logger = logging.getLogger(__name__)
 
 _PATCHED_FLAG = "_ocrtune_skips_no_lora_rows"
+_VLLM_CHILD_PROCESSES = ("EngineCore", "VllmWorker")  # vllm/v1/engine/utils.py, v1/executor/multiproc_executor.py
 
 
 def _bgmv_shrink_skipping_no_lora(
@@ -58,7 +59,10 @@ def _die_with_parent() -> None:
     import signal
     import sys
 
-    if not sys.platform.startswith("linux") or multiprocessing.parent_process() is None:
+    # Only vLLM's own children: the signal is tied to the thread that started the process,
+    # which vLLM keeps for the engine's lifetime, while other users of multiprocessing may not.
+    name = multiprocessing.current_process().name
+    if not sys.platform.startswith("linux") or not name.startswith(_VLLM_CHILD_PROCESSES):
         return
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
