@@ -128,6 +128,9 @@ class OCRService:
         yield OCRStreamEvent(page=len(results), done=True, response=self._response(results, adapter, started))
 
     def _prompt(self, page: Image.Image, options: OCROptions, instruction: str | None) -> EnginePrompt:
-        if instruction is not None:
-            return self.family.chat_prompt(page, instruction, options)
-        return self.family.prompt(page, options)
+        try:
+            if instruction is not None:
+                return self.family.chat_prompt(page, instruction, options)
+            return self.family.prompt(page, options)
+        except ValueError as exc:  # an option the served family lacks (e.g. a DeepSeek-OCR-2 resolution mode)
+            raise ServiceError(422, ErrorCode.invalid_request, str(exc)) from None
