@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -200,6 +201,9 @@ def main() -> None:
                 return await _measure(raw, settings, store, model_dir, pngs, adapter_dirs, args.repeats, args.requests)
             finally:
                 raw.llm.shutdown()
+                # Collected now, not at interpreter exit, where its __del__ finds vLLM half torn down.
+                raw.llm = None
+                gc.collect()
 
         results = asyncio.run(run())
     finally:

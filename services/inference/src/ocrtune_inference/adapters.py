@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from ocrtune_shared.names import AdapterRef
 from ocrtune_shared.store import AdapterNotFound, AdapterStore, AdapterStoreError, StoredAdapter
 
 logger = logging.getLogger(__name__)
+
+MIRROR_MAX_AGE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class RemoteStoreMirror:
         self.local = AdapterStore(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._synced: dict[str, float] = {}
 
     def _children(self, path: str) -> list[str]:
         try:
@@ -94,8 +98,12 @@ class RemoteStoreMirror:
     def names(self) -> list[str]:
         return sorted(n for n in self._children(self.root) if not n.startswith("."))
 
-    def sync(self, name: str) -> None:
+    def sync(self, name: str, *, max_age_s: float = 0.0) -> None:
+        """Mirror the versions of ``name`` not yet here; skipped if done less than ``max_age_s`` ago."""
         with self._lock:
+            if time.monotonic() - self._synced.get(name, -1e9) < max_age_s:
+                return
+            self._synced[name] = time.monotonic()
             remote_versions = [v for v in self._children(f"{self.root}/{name}") if v.isdigit()]
             have = set(self.local.versions(name))
             for version in remote_versions:
@@ -157,7 +165,7 @@ class AdapterCatalog:
         # (name, version, weights digest) -> id: a republished folder under a reused
         # version number gets a new id, so vLLM never serves its cached old weights.
         self._ids: dict[tuple[str, int, str], int] = {}
-        self._validated: dict[tuple[str, int, float], ServedAdapter] = {}
+        self._validated: dict[tuple[str, int, float], ServedAdapter | ServiceError] = {}
         self._recent: OrderedDict[int, ServedAdapter] = OrderedDict()
         self._requests: dict[str, int] = {}
         self._known_loaded: set[int] = set()
@@ -177,7 +185,9 @@ class AdapterCatalog:
             cached = self._validated.get(self._cache_key(ref))
         # A validated adapter costs a directory listing and a stat; only a first sight
         # (checksums, weight names) is worth a thread.
-        return cached if cached is not None else await asyncio.to_thread(self._resolve_sync, ref)
+        if isinstance(cached, ServedAdapter):
+            return cached
+        return await asyncio.to_thread(self._resolve_sync, ref)
 
     def _cache_key(self, ref: AdapterRef) -> tuple[str, int, float] | None:
         try:
@@ -189,7 +199,11 @@ class AdapterCatalog:
     def _resolve_sync(self, ref: AdapterRef) -> ServedAdapter:
         if self.mirror is not None:
             try:
-                self.mirror.sync(ref.name)
+                # A listing per request would put the remote store on every request's path;
+                # a new version shows within MIRROR_MAX_AGE_S (the trainer's <= 5 s target).
+                pinned_here = ref.version is not None and ref.version in self.store.versions(ref.name)
+                if not pinned_here:
+                    self.mirror.sync(ref.name, max_age_s=MIRROR_MAX_AGE_S)
             except OSError as exc:
                 logger.warning("adapter store mirror: syncing %s failed: %s", ref.name, exc)
         try:
@@ -204,9 +218,18 @@ class AdapterCatalog:
         key = (stored.name, stored.version, stamp)
         with self._lock:
             cached = self._validated.get(key)
+        if isinstance(cached, ServiceError):
+            self.metrics.adapter_rejections.labels(reason="cached").inc()
+            raise cached
         if cached is not None:
             return cached
-        served = self._validate(stored)
+        try:
+            served = self._validate(stored)
+        except ServiceError as exc:
+            # A published version never changes, so neither does its verdict: hash it once.
+            with self._lock:
+                self._validated[key] = exc
+            raise
         with self._lock:
             self._validated[key] = served
         return served
@@ -343,7 +366,7 @@ class AdapterCatalog:
 
     async def list(self) -> AdapterList:
         if self.mirror is not None:
-            await asyncio.to_thread(self.mirror.sync_all)
+            await asyncio.to_thread(self.mirror.sync_all)  # listing: the new names are wanted now
         loaded = await self.refresh_loaded()
         with self._lock:
             # vLLM does not report its slot contents; the most recently used loaded
