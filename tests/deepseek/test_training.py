@@ -83,3 +83,18 @@ def _image(data: bytes):
     from PIL import Image
 
     return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def test_submit_time_target_check_names_what_is_not_servable(tiny_deepseek_ocr2):
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from ocrtune_trainer.datasets import DatasetError
+    from ocrtune_trainer.deepseek_ocr import check_targets
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(tiny_deepseek_ocr2))
+    check_targets(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "experts"])
+    with pytest.raises(DatasetError, match="qkv"):  # a SAM layer name: vision towers take no LoRA in vLLM
+        check_targets(model, ["q_proj", "qkv"])
+    with pytest.raises(DatasetError, match="besides 'experts'"):
+        check_targets(model, ["experts"])

@@ -163,3 +163,35 @@ def sft_overrides(model: Any, processor: Any, rows: list[Any], prompt: str, targ
         # Our collator builds the sequences: trl must neither tokenize the dataset nor drop its columns.
         config={"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}},
     )
+
+
+def check_targets(model: Any, names: list[str]) -> None:
+    """Submit-time check: every requested name is a linear layer of the language model (or ``experts``).
+
+    Names only found in the vision towers (``qkv``, ``proj``...) are refused by name: vLLM serves
+    no LoRA there. Raises ``DatasetError`` (a 422 on the job) like the other target checks.
+    """
+    import torch
+
+    from ocrtune_shared.errors import ErrorCode
+    from ocrtune_trainer.datasets import DatasetError
+
+    linear = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".language_model.layers." in f".{name}"
+    }
+    unknown = sorted(set(names) - linear - {"experts"})
+    if unknown:
+        raise DatasetError(
+            ErrorCode.invalid_request,
+            f"target modules {unknown} are not linear layers of DeepSeek-OCR's language model "
+            f"(it has {sorted(linear)}, and 'experts' for the routed experts)",
+            "hyperparameters.target_modules",
+        )
+    if not set(names) - {"experts"}:
+        raise DatasetError(
+            ErrorCode.invalid_request,
+            "DeepSeek-OCR LoRA needs at least one linear target besides 'experts' (e.g. q_proj, v_proj)",
+            "hyperparameters.target_modules",
+        )
