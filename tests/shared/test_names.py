@@ -41,3 +41,21 @@ def test_adapter_ref_parses_name_and_version():
     for bad in ["invoices@", "invoices@0", "invoices@x", "../a@1"]:
         with pytest.raises(ValueError):
             AdapterRef.parse(bad)
+
+
+def test_json_schema_pattern_accepts_exactly_the_valid_names() -> None:
+    import random
+    import re
+
+    from ocrtune_shared.names import NAME_JSON_PATTERN, validate_adapter_name
+
+    pattern = re.compile(NAME_JSON_PATTERN)
+    rng = random.Random(0)
+    for _ in range(20000):
+        name = "".join(rng.choice("ab0._-A/") for _ in range(rng.randint(0, 70)))
+        try:
+            validate_adapter_name(name)
+            valid = True
+        except ValueError:
+            valid = False
+        assert valid == bool(pattern.match(name) and len(name) <= 63), name

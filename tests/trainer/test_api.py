@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+
 from ocrtune_trainer.main import create_app
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.worker import _settings_env, describe_exit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest
 from ocrtune_trainer.datasets import DatasetError, check_uri_allowed, fetch, read_rows

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.jobs import JobProgress, JobState
 from ocrtune_trainer.jobs import JobConflict, JobNotFound, JobQueue, metadata, this_worker_id

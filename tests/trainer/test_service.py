@@ -8,6 +8,7 @@ from datetime import datetime
 
 import httpx
 import pytest
+
 from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, ServingLayout
 from ocrtune_shared.store import AdapterStore
 
@@ -126,10 +127,11 @@ def test_training_learns_and_the_published_adapter_reads_the_images(
 
     # Independently of the worker: reload the published files into a fresh base, the way they are served.
     import torch
-    from ocrtune_shared.cer import character_error_rate
-    from ocrtune_trainer.evaluation import transcribe
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from ocrtune_shared.cer import character_error_rate
+    from ocrtune_trainer.evaluation import transcribe
 
     torch.set_num_threads(1)
     stored = AdapterStore(trainer.store).resolve(final["result"]["adapter"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]|\.(?!\.)){0,62}$")
 
@@ -28,7 +28,15 @@ def validate_adapter_name(name: str) -> str:
     return name
 
 
-AdapterName = Annotated[str, AfterValidator(validate_adapter_name)]
+# The same rule as _NAME_RE, written without look-ahead so that JSON Schema tools (OpenAPI
+# clients, schemathesis) can generate and check names; equivalence is tested in tests/shared.
+NAME_JSON_PATTERN = r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+)*\.?$"
+
+AdapterName = Annotated[
+    str,
+    AfterValidator(validate_adapter_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_JSON_PATTERN, "minLength": 1, "maxLength": 63}),
+]
 
 
 class AdapterRef(BaseModel):
@@ -40,7 +48,7 @@ class AdapterRef(BaseModel):
     version: int | None = Field(default=None, ge=1, description="None means the latest published version")
 
     @classmethod
-    def parse(cls, text: str) -> "AdapterRef":
+    def parse(cls, text: str) -> AdapterRef:
         """Parse ``name`` or ``name@version``; raise ``ValueError`` naming what is wrong."""
         name, sep, version = text.strip().partition("@")
         if not sep:

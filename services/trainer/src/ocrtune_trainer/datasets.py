@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import DatasetFormat, DatasetSpec
 from ocrtune_shared.labels import LABEL_FILE_SUFFIXES, parse_labels
-
 from ocrtune_trainer.settings import TrainerSettings
 
 HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")

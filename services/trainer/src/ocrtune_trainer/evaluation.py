@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from ocrtune_shared.adapters import ADAPTER_WEIGHTS_FILE
 from ocrtune_shared.cer import CERResult, character_error_rate
 from ocrtune_shared.images import decode_image
-
 from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetRow
 from ocrtune_trainer.training import TrainingStopped, conversation

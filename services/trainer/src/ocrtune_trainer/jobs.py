@@ -15,19 +15,6 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ocrtune_shared.cer import CERResult
-from ocrtune_shared.errors import ErrorBody, ErrorCode
-from ocrtune_shared.finetune import FinetuneRequest
-from ocrtune_shared.jobs import (
-    Job,
-    JobEvent,
-    JobEventType,
-    JobList,
-    JobProgress,
-    JobResult,
-    JobState,
-    can_transition,
-)
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -48,6 +35,20 @@ from sqlalchemy import (
     select,
     text,
     update,
+)
+
+from ocrtune_shared.cer import CERResult
+from ocrtune_shared.errors import ErrorBody, ErrorCode
+from ocrtune_shared.finetune import FinetuneRequest
+from ocrtune_shared.jobs import (
+    Job,
+    JobEvent,
+    JobEventType,
+    JobList,
+    JobProgress,
+    JobResult,
+    JobState,
+    can_transition,
 )
 
 metadata = MetaData()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ocrtune_shared.jobs import JobState
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from ocrtune_shared.jobs import JobState
 
 
 class _JobStateCollector(Collector):

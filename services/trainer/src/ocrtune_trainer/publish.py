@@ -22,7 +22,6 @@ from pathlib import Path
 from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterManifest, ServingLayout
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.store import AdapterStore, StoredAdapter
-
 from ocrtune_trainer import deepseek_ocr
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobProgress, LossPoint
-
 from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetError, DatasetRow
 from ocrtune_trainer.settings import Precision, TrainerSettings

@@ -17,7 +17,6 @@ from pathlib import Path
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest
 from ocrtune_shared.images import ImageDecodeError, decode_image
-
 from ocrtune_trainer.datasets import DatasetError, DatasetRow, RawDataset, RowProblem, fetch, read_rows
 from ocrtune_trainer.settings import TrainerSettings
 
@@ -163,16 +162,19 @@ def check_base_model(request: FinetuneRequest, base_model: str) -> str:
                 f"base model {base_model!r} ({config.model_type}) is not an image-text-to-text model: {exc}",
                 "base_model",
             ) from exc
+    from ocrtune_trainer import deepseek_ocr
     from ocrtune_trainer.training import language_model_targets
 
-    language_model_targets(model, request.hyperparameters.target_modules)
+    if deepseek_ocr.is_deepseek(model):  # fused experts, and names its vision towers share: its own check
+        deepseek_ocr.check_targets(model, request.hyperparameters.target_modules)
+    else:
+        language_model_targets(model, request.hyperparameters.target_modules)
     return config.model_type
 
 
 def check_request(request: FinetuneRequest, settings: TrainerSettings) -> None:
     """Submit-time checks that need no network or model: raise ``ServiceError`` 422 on failure."""
     from ocrtune_shared.errors import ServiceError
-
     from ocrtune_trainer.datasets import check_uri_allowed
 
     for field_name, spec in (("train", request.train), ("eval", request.eval)):

@@ -25,7 +25,6 @@ from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, JobState, LossPoint
 from ocrtune_shared.store import AdapterStore
-
 from ocrtune_trainer.jobs import JobConflict, JobQueue, this_worker_id
 from ocrtune_trainer.settings import TrainerSettings
 

@@ -7,9 +7,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ocrtune_shared.errors import ErrorBody, ErrorCode, ErrorResponse, ServiceError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ocrtune_shared.errors import ErrorBody, ErrorCode, ErrorResponse, ServiceError
 from ocrtune_trainer.jobs import JobConflict, JobNotFound
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,22 @@ _STATUS_CODES = {
 }
 
 
-def _render(status: int, code: ErrorCode, message: str, where: str | None = None) -> JSONResponse:
+def _render(
+    status: int, code: ErrorCode, message: str, where: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, where=where))
-    return JSONResponse(status_code=status, content=body.model_dump(mode="json"))
+    return JSONResponse(status_code=status, content=body.model_dump(mode="json"), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods.update(route.methods)
+    return sorted(methods - {"HEAD"})
 
 
 def attach_error_handlers(app: FastAPI) -> None:
@@ -53,11 +66,15 @@ def attach_error_handlers(app: FastAPI) -> None:
         return _render(422, ErrorCode.invalid_request, message or "invalid request", where)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(
             exc.status_code, ErrorCode.invalid_request if exc.status_code < 500 else ErrorCode.internal
         )
-        return _render(exc.status_code, code, str(exc.detail))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route matching the path; GET and POST /finetune are two.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _render(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

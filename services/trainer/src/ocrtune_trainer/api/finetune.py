@@ -8,16 +8,17 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from sse_starlette.sse import EventSourceResponse
+
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.jobs import Job, JobList, JobState
-from sse_starlette.sse import EventSourceResponse
-
 from ocrtune_trainer.jobs import JobQueue
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.validation import check_request
 
 ERRORS = {
+    400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
@@ -56,11 +57,11 @@ async def submit(body: FinetuneRequest, request: Request) -> Job:
 async def list_jobs(
     request: Request,
     state: JobState | None = None,
-    cursor: str | None = None,
+    cursor: str | None = Query(default=None, pattern=r"^[0-9]*$", description="next_cursor of the previous page"),
     limit: int = Query(default=20, ge=1, le=100),
 ) -> JobList:
     try:
-        return await run_in_threadpool(_queue(request).list, state, cursor, limit)
+        return await run_in_threadpool(_queue(request).list, state, cursor or None, limit)
     except ValueError as exc:
         raise ServiceError(422, ErrorCode.invalid_request, str(exc), "cursor") from None
 

@@ -15,7 +15,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Not ready: the job store or the worker is down"}})
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the job store answers and (if this process runs one) the worker is alive."""
     state = request.app.state
@@ -34,7 +34,11 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(status_code=200 if not problems else 503, content=body)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     state = request.app.state
     if state.supervisor is not None:
