@@ -55,3 +55,37 @@ def test_worker_killed_mid_job_fails_it_and_the_queue_goes_on(
         service.wait(after["id"], {"succeeded"}, timeout=180)
     finally:
         kill_group(service.process)
+
+
+def test_sigterm_stops_training_and_leaves_no_job_running(tmp_path, tiny_model_dir, data_layouts: DataLayouts) -> None:
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        job = service.submit(
+            {
+                "adapter_name": "interrupted",
+                "train": {"uri": str(data_layouts.paths["parquet"])},
+                "hyperparameters": tiny_hyperparameters(max_steps=100_000),
+            }
+        )
+        service.wait(job["id"], {"running"}, timeout=120, predicate=lambda j: j["progress"]["step"] >= 1)
+        worker = service.worker_pid()
+        service.process.send_signal(signal.SIGTERM)  # the API process only, as an orchestrator does
+        # uvicorn shuts down cleanly, then re-raises the signal so the exit status tells it was SIGTERM.
+        assert service.process.wait(30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in service.log.read_text()
+        time.sleep(0.5)
+        # The worker went with it (reaped, or a zombie awaiting its reaper).
+        assert (
+            not os.path.exists(f"/proc/{worker}")
+            or open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        )
+    finally:
+        kill_group(service.process)
+    from ocrtune_trainer.jobs import JobQueue
+
+    queue = JobQueue(f"sqlite:///{tmp_path / 'svc' / 'jobs.db'}")
+    try:
+        stopped = queue.get(job["id"])
+        assert stopped.state.value == "failed" and "shut down" in stopped.error.message
+    finally:
+        queue.close()
