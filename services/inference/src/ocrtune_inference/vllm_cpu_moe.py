@@ -4,8 +4,10 @@ With ``enable_lora=True`` vLLM 0.32 marks every ``FusedMoE`` layer ``is_lora_ena
 (``vllm/model_executor/layers/fused_moe/layer.py``) and the unquantized MoE oracle then
 picks its Triton LoRA backend (``fused_moe/oracle/unquantized.py``). There is no Triton
 on the CPU: the first forward fails with ``module 'triton.language' has no attribute
-'bfloat16'``. Upstream has no CPU fused-MoE LoRA kernel (vLLM's CPU LoRA runs through
-``punica_cpu`` for linear layers only).
+'bfloat16'``. Upstream routes every LoRA-enabled unquantized MoE to Triton on purpose
+(vllm-project/vllm#40273, "Fix MoE backend selection for LoRA": "LoRA currently only supports
+Triton-based backends"; its review asked about CPU and left it) and has no CPU fused-MoE LoRA
+kernel (vLLM's CPU LoRA runs through ``punica_cpu`` for linear layers only).
 
 The shim, CPU platform only:
 
