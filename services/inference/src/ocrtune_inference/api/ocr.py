@@ -37,7 +37,11 @@ OCR_REQUEST_BODY = {
                 }
             },
             "application/json": {
-                "schema": OCRJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}"),
+                "schema": {
+                    k: v
+                    for k, v in OCRJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}").items()
+                    if k != "$defs"
+                },
                 "example": {"image_base64": "iVBORw0KGgo...", "task": "free_ocr", "max_tokens": 256},
             },
         },
@@ -95,6 +99,19 @@ async def ocr(
 
 def attach_router(app: FastAPI) -> None:
     app.include_router(router)
+    build_openapi = app.openapi
+
+    def openapi() -> dict:
+        # The JSON body is declared by hand (the route reads two content types), so the
+        # models it refers to (OCRTask, ResolutionMode) are added to the components here.
+        schema = build_openapi()
+        json_schema = OCRJSONRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in json_schema.get("$defs", {}).items():
+            components.setdefault(name, definition)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 __all__ = ["attach_router", "ErrorResponse"]
