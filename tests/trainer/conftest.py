@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import zipfile
@@ -383,7 +384,8 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's PostgreSQL 15 in a temp folder on a free 127.0.0.1 port, run as the postgres user."""
     if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
         pytest.skip(f"PostgreSQL 15 binaries not found in {PG_BIN} (apt-get install postgresql)")
-    base = Path(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's temp root: other pytest sessions reset it to 0700, which locks the postgres user out.
+    base = Path(tempfile.mkdtemp(prefix="ocrtune-pg-"))
     data, sockets = base / "data", base / "sock"
     sockets.mkdir()
     as_postgres: list[str] = []
@@ -393,8 +395,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         owner = pwd.getpwnam("postgres")
         for path in (base, sockets):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-        os.chmod(base.parent, 0o755)
-        os.chmod(base.parent.parent, 0o755)
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     subprocess.run(
@@ -419,9 +419,14 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         check=True,
         capture_output=True,
     )
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(
-            [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
+        # SIGQUIT is PostgreSQL's immediate shutdown; the server we started, by its own pid.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{postmaster}"):
+            time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
