@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from PIL import Image
+from vllm.v1.engine.exceptions import EngineDeadError
 
 from ocrtune_inference.adapters import AdapterCatalog, ServedAdapter
 from ocrtune_inference.engine import Generation, OCREngine
@@ -45,6 +46,8 @@ class OCRService:
                 yield generation
         except ServiceError:
             raise
+        except EngineDeadError:
+            raise ServiceError(503, ErrorCode.not_ready, "the engine has stopped; the service needs a restart") from None
         except ValueError as exc:  # vLLM's input validation (prompt too long, bad image for the processor)
             raise ServiceError(422, ErrorCode.invalid_request, f"the engine refused the request: {exc}") from None
         finally:
