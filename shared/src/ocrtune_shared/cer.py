@@ -36,7 +36,7 @@ def character_error_rate(predictions: Sequence[str], references: Sequence[str]) 
         raise ValueError("CER needs at least one reference")
     total_edits = total_chars = 0
     per_sample: list[float] = []
-    for pred, ref in zip(predictions, references):
+    for pred, ref in zip(predictions, references, strict=True):
         p, r = normalize(pred), normalize(ref)
         edits = Levenshtein.distance(p, r)
         total_edits += edits

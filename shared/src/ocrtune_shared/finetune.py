@@ -123,7 +123,7 @@ class FinetuneRequest(BaseModel):
     export_merged: bool = Field(default=False, description="Also write merged 16-bit weights beside the adapter")
 
     @model_validator(mode="after")
-    def _warmup_within_steps(self) -> "FinetuneRequest":
+    def _warmup_within_steps(self) -> FinetuneRequest:
         hp = self.hyperparameters
         if hp.warmup_steps > hp.max_steps:
             raise ValueError(f"warmup_steps ({hp.warmup_steps}) exceeds max_steps ({hp.max_steps})")

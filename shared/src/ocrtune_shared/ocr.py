@@ -42,7 +42,7 @@ class OCRJSONRequest(OCROptions):
     image_url: str | None = Field(default=None, description="An https:// URL of an image or PDF")
 
     @model_validator(mode="after")
-    def _exactly_one_source(self) -> "OCRJSONRequest":
+    def _exactly_one_source(self) -> OCRJSONRequest:
         if (self.image_base64 is None) == (self.image_url is None):
             raise ValueError("give exactly one of image_base64 or image_url")
         return self

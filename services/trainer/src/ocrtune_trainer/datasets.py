@@ -15,21 +15,18 @@ import json
 import os
 import shutil
 import socket
-import stat
-import tarfile
 import urllib.parse
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ocrtune_shared.archives import ArchiveError, is_archive, safe_extract
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import DatasetFormat, DatasetSpec
 from ocrtune_shared.labels import LABEL_FILE_SUFFIXES, parse_labels
 from ocrtune_trainer.settings import TrainerSettings
 
 HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 # Cloud metadata endpoints that are not link-local (AWS IPv6, Alibaba); link-local is refused wholesale.
 METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
 MAX_REDIRECTS = 5
@@ -326,82 +323,12 @@ def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
 # --------------------------------------------------------------------------- archives
 
 
-def is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    if name.endswith(ARCHIVE_SUFFIXES):
-        return True
-    if name.endswith((".parquet", ".jsonl", ".csv", ".tsv", ".txt", ".json")):
-        return False
-    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-
-
-def _check_member_name(archive: Path, name: str) -> None:
-    normalized = name.replace("\\", "/")
-    parts = PurePosixPath(normalized).parts
-    if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":") or ".." in parts:
-        raise DatasetError(
-            ErrorCode.dataset_invalid,
-            f"archive member {name!r} points outside the archive folder ('..' or an absolute path); refusing to unpack",
-            archive.name,
-        )
-
-
 def extract_archive(archive: Path, target: Path, settings: TrainerSettings) -> Path:
     """Unpack ``archive`` into ``target`` after checking every member; return the dataset folder inside."""
-    target.mkdir(parents=True, exist_ok=True)
-    total = 0
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                _check_member_name(archive, info.filename)
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise DatasetError(
-                        ErrorCode.dataset_invalid, f"archive member {info.filename!r} is a symbolic link", archive.name
-                    )
-                total += info.file_size
-                if total > settings.max_extract_bytes:
-                    raise DatasetError(
-                        ErrorCode.dataset_invalid,
-                        f"archive unpacks to more than {settings.max_extract_bytes} bytes",
-                        archive.name,
-                    )
-            zf.extractall(target)
-    else:
-        try:
-            tf = tarfile.open(archive)
-        except tarfile.TarError as exc:
-            raise DatasetError(
-                ErrorCode.dataset_invalid, f"not a readable zip or tar archive ({exc})", archive.name
-            ) from None
-        with tf:
-            for member in tf.getmembers():
-                _check_member_name(archive, member.name)
-                if member.issym() or member.islnk():
-                    raise DatasetError(
-                        ErrorCode.dataset_invalid,
-                        f"archive member {member.name!r} is a link ({member.linkname!r}); links are not allowed",
-                        archive.name,
-                    )
-                if not (member.isfile() or member.isdir()):
-                    raise DatasetError(
-                        ErrorCode.dataset_invalid,
-                        f"archive member {member.name!r} is not a file or folder",
-                        archive.name,
-                    )
-                total += member.size
-                if total > settings.max_extract_bytes:
-                    raise DatasetError(
-                        ErrorCode.dataset_invalid,
-                        f"archive unpacks to more than {settings.max_extract_bytes} bytes",
-                        archive.name,
-                    )
-            tf.extractall(target, filter="data")
-    # An archive of a folder holds that one folder: descend into it.
-    entries = [p for p in target.iterdir() if not p.name.startswith((".", "__MACOSX"))]
-    while len(entries) == 1 and entries[0].is_dir():
-        target = entries[0]
-        entries = [p for p in target.iterdir() if not p.name.startswith((".", "__MACOSX"))]
-    return target
+    try:
+        return safe_extract(archive, target, max_bytes=settings.max_extract_bytes)
+    except ArchiveError as exc:
+        raise DatasetError(ErrorCode.dataset_invalid, str(exc), archive.name) from None
 
 
 # --------------------------------------------------------------------------- reading
