@@ -11,7 +11,6 @@ from fastapi import FastAPI
 
 from ocrtune_inference.adapters import AdapterCatalog
 from ocrtune_inference.api import adapters, chat, health, ocr
-from ocrtune_inference.api.errors import install_error_handlers
 from ocrtune_inference.api.guards import RequestGuard
 from ocrtune_inference.checkpoint import LoraTargets, resolve_model_dir
 from ocrtune_inference.engine import OCREngine
@@ -19,6 +18,7 @@ from ocrtune_inference.families import family_for
 from ocrtune_inference.metrics import ServiceMetrics
 from ocrtune_inference.ocr import OCRService
 from ocrtune_inference.settings import InferenceSettings
+from ocrtune_shared.http import install_error_handlers
 
 logger = logging.getLogger(__name__)
 

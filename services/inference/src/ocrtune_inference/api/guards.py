@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ocrtune_inference.api.errors import error_json
 from ocrtune_shared.errors import ErrorCode
+from ocrtune_shared.http import bearer_key_matches, error_response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/redoc")
 # Multipart framing and form fields around the file.
@@ -19,7 +17,7 @@ class RequestGuard:
 
     def __init__(self, app: ASGIApp, *, api_keys: list[str], max_upload_bytes: int) -> None:
         self.app = app
-        self.api_keys = [k.encode() for k in api_keys]
+        self.api_keys = api_keys
         # JSON carries the upload as base64: 4/3 larger.
         self.max_body = max_upload_bytes * 4 // 3 + _FORM_OVERHEAD
         self.max_upload_bytes = max_upload_bytes
@@ -30,16 +28,14 @@ class RequestGuard:
             return
         headers = dict(scope["headers"])
         if self.api_keys and not scope["path"].startswith(OPEN_PATHS):
-            given = headers.get(b"authorization", b"")
-            token = given[7:] if given[:7].lower() == b"bearer " else b""
-            if not any(secrets.compare_digest(token, key) for key in self.api_keys):
-                await error_json(401, ErrorCode.unauthorized, "missing or wrong API key (Authorization: Bearer <key>)")(
+            if not bearer_key_matches(headers.get(b"authorization", b"").decode("latin-1"), self.api_keys):
+                await error_response(401, ErrorCode.unauthorized, "missing or wrong API key (Authorization: Bearer <key>)")(
                     scope, receive, send
                 )
                 return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await error_json(
+            await error_response(
                 413,
                 ErrorCode.payload_too_large,
                 f"request body of {int(length)} bytes exceeds the upload limit of {self.max_upload_bytes} bytes",

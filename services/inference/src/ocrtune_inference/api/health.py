@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from ocrtune_inference.api.errors import error_json
 from ocrtune_shared.errors import ErrorCode
+from ocrtune_shared.http import error_response
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     service = getattr(request.app.state, "service", None)
     if service is None or not service.engine.ready:
-        return error_json(503, ErrorCode.not_ready, "the engine is not ready")
+        return error_response(503, ErrorCode.not_ready, "the engine is not ready")
     return JSONResponse({"status": "ready", "model": service.model_name})
 
 

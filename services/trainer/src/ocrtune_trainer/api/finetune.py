@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -12,6 +11,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.finetune import FinetuneRequest
+from ocrtune_shared.http import bearer_key_matches
 from ocrtune_shared.jobs import Job, JobList, JobState
 from ocrtune_trainer.jobs import JobQueue
 from ocrtune_trainer.settings import TrainerSettings
@@ -30,8 +30,7 @@ def require_api_key(request: Request, authorization: str | None = Header(default
     keys: list[str] = request.app.state.settings.api_keys
     if not keys:
         return
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip(), key) for key in keys):
+    if not bearer_key_matches(authorization, keys):
         raise ServiceError(401, ErrorCode.unauthorized, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
