@@ -25,6 +25,7 @@ from ocrtune_inference import vllm_cpu_moe, vllm_deepseek_modes
 logger = logging.getLogger(__name__)
 
 _PATCHED_FLAG = "_ocrtune_skips_no_lora_rows"
+_upstream_bgmv_shrink = None
 _VLLM_CHILD_PROCESSES = ("EngineCore", "VllmWorker")  # vllm/v1/engine/utils.py, v1/executor/multiproc_executor.py
 
 
@@ -86,11 +87,23 @@ def apply() -> None:
     import vllm.lora.ops.torch_ops.lora_ops as lora_ops
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
+    global _upstream_bgmv_shrink
+    if not getattr(lora_ops.bgmv_shrink, _PATCHED_FLAG, False):
+        _upstream_bgmv_shrink = lora_ops.bgmv_shrink
     # sgmv_shrink (prefill) calls the module global; PunicaWrapperCPU bound the name at import.
     for module in (lora_ops, torch_ops, punica_cpu):
         if not getattr(module.bgmv_shrink, _PATCHED_FLAG, False):
             module.bgmv_shrink = _bgmv_shrink_skipping_no_lora
     logger.debug("ocrtune: patched vLLM CPU bgmv_shrink to skip no-LoRA rows")
+
+
+def upstream_bgmv_shrink():  # noqa: ANN201 - vLLM's own op, untyped upstream
+    """vLLM's unpatched op, whether or not ``apply`` already ran in this process (tests compare against it)."""
+    if _upstream_bgmv_shrink is not None:
+        return _upstream_bgmv_shrink
+    import vllm.lora.ops.torch_ops.lora_ops as lora_ops
+
+    return lora_ops.bgmv_shrink
 
 
 def is_applied() -> bool:
