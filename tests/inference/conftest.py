@@ -20,7 +20,14 @@ from pathlib import Path
 import httpx
 import inference_http
 import pytest
-from inference_http import FIXED_TEXTS, MAX_CPU_LORAS, MAX_LORA_RANK, MAX_LORAS, MAX_UPLOAD_BYTES
+from inference_http import (
+    FIXED_TEXTS,
+    MAX_ADAPTER_BYTES,
+    MAX_CPU_LORAS,
+    MAX_LORA_RANK,
+    MAX_LORAS,
+    MAX_UPLOAD_BYTES,
+)
 
 STARTUP_TIMEOUT_S = 300
 
@@ -78,6 +85,7 @@ def server(tmp_path_factory, tiny_model_dir: Path, trained_adapters: dict[str, P
         "OCRTUNE_INFERENCE_MAX_CPU_LORAS": str(MAX_CPU_LORAS),
         "OCRTUNE_INFERENCE_MAX_LORA_RANK": str(MAX_LORA_RANK),
         "OCRTUNE_INFERENCE_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
+        "OCRTUNE_INFERENCE_MAX_ADAPTER_BYTES": str(MAX_ADAPTER_BYTES),
         "OCRTUNE_INFERENCE_MAX_IMAGE_PIXELS": str(20_000_000),
         "OCRTUNE_INFERENCE_MAX_MODEL_LEN": "1024",
         "OCRTUNE_INFERENCE_DTYPE": "float32",

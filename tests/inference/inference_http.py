@@ -16,6 +16,7 @@ MAX_LORAS = 2
 MAX_CPU_LORAS = 3
 MAX_LORA_RANK = 16
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+MAX_ADAPTER_BYTES = 1024 * 1024  # a tiny adapter is ~280 KB
 
 
 def ocr(http: httpx.Client, data: bytes, adapter: str | None = None, **fields) -> httpx.Response:

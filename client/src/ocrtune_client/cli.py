@@ -256,6 +256,15 @@ def _cancel(args: argparse.Namespace) -> int:
 # --- adapters -------------------------------------------------------------------------
 def _adapters(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.action == "upload":
+            info = client.upload_adapter(
+                args.name, name=args.as_name, base_model=args.base_model, model_family=args.family
+            )
+            if args.json:
+                _print_json(info.model_dump(mode="json"))
+            else:
+                print(f"published {info.name}@{info.version} (base model {info.base_model}, rank {info.rank})")
+            return 0
         if args.action == "load":
             answer = client.load_adapter(args.name)
             print(f"loaded {args.name}" if not args.json else json.dumps(answer, ensure_ascii=False))
@@ -363,9 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--wait", action="store_true", help="wait until the job has stopped")
     cancel.set_defaults(handler=_cancel)
 
-    adapters = sub.add_parser("adapters", parents=[common], help="list adapters; 'load NAME' / 'unload NAME'")
-    adapters.add_argument("action", nargs="?", choices=["list", "load", "unload"], default="list")
-    adapters.add_argument("name", nargs="?", help="adapter for load/unload: NAME or NAME@VERSION")
+    adapters = sub.add_parser(
+        "adapters",
+        parents=[common],
+        help="list adapters; 'load NAME' / 'unload NAME'; 'upload FOLDER|ARCHIVE --name NAME [--base-model M]'",
+    )
+    adapters.add_argument("action", nargs="?", choices=["list", "load", "unload", "upload"], default="list")
+    adapters.add_argument(
+        "name", nargs="?", help="load/unload: NAME or NAME@VERSION; upload: a PEFT folder or a zip/tar of one"
+    )
+    adapters.add_argument("--name", dest="as_name", help="upload: adapter name to publish under")
+    adapters.add_argument("--base-model", help="upload: the model it was trained on (default: the served model)")
+    adapters.add_argument("--family", help="upload: model family (default: the served family)")
     adapters.set_defaults(handler=_adapters)
 
     dataset = sub.add_parser("dataset", help="dataset tools").add_subparsers(dest="dataset_command", required=True)
@@ -386,6 +404,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("load", "unload") and not args.name:
         parser.error(f"adapters {args.action} needs an adapter NAME")
+    if getattr(args, "action", None) == "upload" and not (args.name and args.as_name):
+        parser.error("adapters upload needs a FOLDER or ARCHIVE and --name NAME")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

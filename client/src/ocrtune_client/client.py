@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
+import zipfile
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ocrtune_shared.adapters import AdapterList
+from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterInfo, AdapterList
 from ocrtune_shared.errors import ErrorBody, ErrorCode, ErrorResponse
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.headers import ADAPTER_HEADER, API_KEY_HEADER
@@ -166,6 +168,37 @@ def options_form(options: OCROptions) -> dict[str, str]:
     # The multipart answer is one JSON document; streaming has its own method.
     fields.pop("stream", None)
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in fields.items()}
+
+
+def adapter_archive(source: str | os.PathLike[str]) -> tuple[str, Any]:
+    """``(file name, open file)`` of what ``POST /adapters`` takes: an archive as is, or a PEFT folder zipped.
+
+    Only the two files vLLM serves travel (a notebook's folder also holds the tokenizer, README, ...).
+    """
+    path = Path(source)
+    if path.is_dir():
+        missing = [f for f in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE) if not (path / f).is_file()]
+        if missing:
+            raise ValueError(f"{path} is not a PEFT adapter folder: no {' or '.join(missing)}")
+        spooled = tempfile.TemporaryFile()
+        with zipfile.ZipFile(spooled, "w", zipfile.ZIP_STORED) as zf:  # safetensors hardly compress
+            for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
+                zf.write(path / name, name)
+        spooled.seek(0)
+        return f"{path.name or 'adapter'}.zip", spooled
+    if not path.is_file():
+        raise ValueError(f"no such adapter folder or archive: {path}")
+    return path.name, open(path, "rb")  # closed by the caller
+
+
+def adapter_form(name: str, base_model: str | None, model_family: str | None) -> dict[str, str]:
+    AdapterRef(name=name)  # a bad name is refused before any upload, in the server's words
+    form = {"name": name}
+    if base_model:
+        form["base_model"] = base_model
+    if model_family:
+        form["model_family"] = model_family
+    return form
 
 
 def adapter_headers(adapter: str | AdapterRef | None) -> dict[str, str]:
@@ -351,6 +384,28 @@ class OCRTuneClient:
     def unload_adapter(self, name: str) -> dict[str, Any]:
         """Unload an adapter from the engine; the store keeps it."""
         return _json_or_raise(self._send("inference", "DELETE", f"/adapters/{AdapterRef.parse(name).name}"))
+
+    def upload_adapter(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        name: str,
+        base_model: str | None = None,
+        model_family: str | None = None,
+    ) -> AdapterInfo:
+        """Publish a PEFT adapter (a folder, or a zip/tar of one) as a new version of ``name``; the service
+        converts and checks it first. ``base_model``/``model_family`` default to what the service serves."""
+        form = adapter_form(name, base_model, model_family)
+        filename, handle = adapter_archive(source)
+        with handle:
+            response = self._send(
+                "inference",
+                "POST",
+                "/adapters",
+                files={"file": (filename, handle, "application/octet-stream")},
+                data=form,
+            )
+        return parse_model(AdapterInfo, response)
 
     # --- trainer ---------------------------------------------------------------
     def finetune(self, request: FinetuneRequest) -> Job:

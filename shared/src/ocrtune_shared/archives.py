@@ -20,6 +20,10 @@ class ArchiveError(ValueError):
     """The archive is unreadable or unsafe; the message says which member and why."""
 
 
+class ArchiveTooLarge(ArchiveError):
+    """The archive unpacks to more than the cap (a 413 where a service answers it)."""
+
+
 def is_archive(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith(ARCHIVE_SUFFIXES):
@@ -41,7 +45,7 @@ def _check_member_name(name: str) -> None:
 def _add_size(total: int, size: int, max_bytes: int) -> int:
     total += size
     if total > max_bytes:
-        raise ArchiveError(f"archive unpacks to more than {max_bytes} bytes")
+        raise ArchiveTooLarge(f"archive unpacks to more than {max_bytes} bytes")
     return total
 
 

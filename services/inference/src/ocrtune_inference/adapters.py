@@ -196,6 +196,10 @@ class AdapterCatalog:
         except (AdapterNotFound, OSError):
             return None
 
+    def resolve_sync(self, ref: AdapterRef) -> ServedAdapter:
+        """``resolve`` for callers already off the event loop (an upload, in its thread)."""
+        return self._resolve_sync(ref)
+
     def _resolve_sync(self, ref: AdapterRef) -> ServedAdapter:
         if self.mirror is not None:
             try:
@@ -239,7 +243,19 @@ class AdapterCatalog:
         return ServiceError(status, code, message, where=where)
 
     def _validate(self, stored: StoredAdapter) -> ServedAdapter:
-        ref = stored.ref
+        manifest = self.check(stored)
+        digest = manifest.files.get(ADAPTER_WEIGHTS_FILE, "")
+        with self._lock:
+            lora_id = self._ids.setdefault((stored.name, stored.version, digest), len(self._ids) + 1)
+        lora = LoRARequest(lora_name=stored.ref, lora_int_id=lora_id, lora_path=str(stored.path))
+        return ServedAdapter(ref=stored.ref, name=stored.name, version=stored.version, manifest=manifest, lora=lora)
+
+    def check(self, stored: StoredAdapter, label: str | None = None) -> AdapterManifest:
+        """Every check a first request makes, on any adapter folder (a published version, or a staged upload).
+
+        Raises the ``ServiceError`` a request would get; ``label`` names the adapter in it (default ``name@version``).
+        """
+        ref = label or stored.ref
         try:
             manifest = self.store.verify(stored)
         except AdapterStoreError as exc:
@@ -298,11 +314,7 @@ class AdapterCatalog:
                 f"model, so the engine would ignore them: {shown}",
                 ref,
             )
-        digest = manifest.files.get(ADAPTER_WEIGHTS_FILE, "")
-        with self._lock:
-            lora_id = self._ids.setdefault((stored.name, stored.version, digest), len(self._ids) + 1)
-        lora = LoRARequest(lora_name=ref, lora_int_id=lora_id, lora_path=str(stored.path))
-        return ServedAdapter(ref=ref, name=stored.name, version=stored.version, manifest=manifest, lora=lora)
+        return manifest
 
     # --- usage, load, unload, list ------------------------------------------------------
 

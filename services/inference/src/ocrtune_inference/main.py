@@ -65,5 +65,10 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (ocr, adapters, chat, health):
         router.attach_router(app)
-    app.add_middleware(RequestGuard, api_keys=settings.api_keys, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestGuard,
+        api_keys=settings.api_keys,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_adapter_bytes=settings.max_adapter_bytes,
+    )
     return app

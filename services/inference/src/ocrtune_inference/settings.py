@@ -24,6 +24,9 @@ class InferenceSettings(BaseSettings):
     max_cpu_loras: int = Field(default=16, ge=1, description="Adapters kept loaded in the engine's CPU cache")
     max_lora_rank: int = Field(default=16, ge=1)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_adapter_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="POST /adapters: the archive, and what it unpacks to"
+    )
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_pdf_pages: int = Field(default=50, ge=1)
     pdf_render_scale: float = Field(default=2.0, gt=0, le=8, description="PDF points to pixels (2.0 = 144 dpi)")
