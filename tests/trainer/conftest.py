@@ -179,39 +179,19 @@ S3_ENV = {
 
 
 @pytest.fixture(scope="session")
-def s3_server(data_layouts: DataLayouts) -> Iterator[str]:
-    """moto's S3 server on a free 127.0.0.1 port, with the parquet and the image folder uploaded."""
-    moto = Path(sys.executable).parent / "moto_server"
-    if not moto.exists():
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    port = free_port()
-    process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port)
-        import boto3
+def s3_server(moto_s3: str, data_layouts: DataLayouts) -> str:
+    """The session's moto S3 server, with the parquet and the image folder uploaded."""
+    import boto3
 
-        endpoint = f"http://127.0.0.1:{port}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=S3_BUCKET)
-        s3.upload_file(str(data_layouts.paths["parquet"]), S3_BUCKET, "zh/train.parquet")
-        folder = data_layouts.paths["image_folder"]
-        for path in folder.rglob("*"):
-            if path.is_file():
-                s3.upload_file(str(path), S3_BUCKET, f"folder/{path.relative_to(folder)}")
-        yield endpoint
-    finally:
-        kill_group(process)
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=S3_BUCKET)
+    s3.upload_file(str(data_layouts.paths["parquet"]), S3_BUCKET, "zh/train.parquet")
+    folder = data_layouts.paths["image_folder"]
+    for path in folder.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), S3_BUCKET, f"folder/{path.relative_to(folder)}")
+    return moto_s3
 
 
 # --------------------------------------------------------------------------- the service

@@ -49,3 +49,12 @@ def test_settings_given_to_create_app_reach_the_worker_process(tmp_path, monkeyp
 def test_worker_exit_reasons_name_the_signal() -> None:
     assert "SIGKILL" in describe_exit(42, -9) and "out of memory" in describe_exit(42, -9)
     assert "status 3" in describe_exit(42, 3)
+
+
+def test_remote_adapter_store_publishes_through_a_local_outbox(tmp_path) -> None:
+    from ocrtune_trainer.settings import TrainerSettings
+
+    remote = TrainerSettings(data_dir=tmp_path, adapter_store="s3://bucket/adapters")
+    assert remote.local_adapter_store == tmp_path / "adapter-outbox"
+    local = TrainerSettings(data_dir=tmp_path, adapter_store=str(tmp_path / "store"))
+    assert local.local_adapter_store == tmp_path / "store"

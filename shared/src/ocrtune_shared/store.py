@@ -5,6 +5,8 @@ Layout: ``<root>/<name>/<version>/`` holding the PEFT files and ``manifest.json`
 folder under ``<root>/.staging/`` and appears by one ``os.rename``, so a reader
 never sees half an adapter, and two publishers never take the same version
 (``rename`` onto an existing folder fails, and the publisher retries with the next).
+
+``RemoteAdapterStore`` is the same layout behind an fsspec URL (S3 and the like).
 """
 
 from __future__ import annotations
@@ -141,3 +143,46 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def is_remote_store(location: str | Path) -> bool:
+    """``s3://bucket/prefix`` and other fsspec URLs, as opposed to a local folder."""
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+class RemoteAdapterStore:
+    """An adapter store behind an fsspec URL (``s3://bucket/adapters``), written by the trainer.
+
+    Object stores have no atomic rename, so the store's guarantee is kept by order: a
+    version's files are uploaded first and its manifest LAST; readers (the inference
+    service's mirror) ignore a version folder until its manifest is there. The version
+    number is the highest one present plus one: two trainers publishing the same name at
+    the same moment could collide, so run one publishing worker per name (the job queue
+    runs one job at a time per worker).
+    """
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/")
+
+    def versions(self, name: str) -> list[int]:
+        validate_adapter_name(name)
+        try:
+            entries = self.fs.ls(f"{self.root}/{name}", detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in entries if p.rstrip("/").rsplit("/", 1)[-1].isdigit())
+
+    def upload(self, local: StoredAdapter) -> int:
+        """Copy a locally published (and verified) version up as the next remote version; return it."""
+        manifest = local.manifest()
+        version = (self.versions(local.name) or [0])[-1] + 1
+        remote = f"{self.root}/{local.name}/{version}"
+        for file_name in manifest.files:
+            self.fs.put_file(str(local.path / file_name), f"{remote}/{file_name}")
+        remote_manifest = manifest.model_copy(update={"version": version})
+        self.fs.pipe_file(f"{remote}/{MANIFEST_FILE}", remote_manifest.model_dump_json(indent=2).encode())
+        return version

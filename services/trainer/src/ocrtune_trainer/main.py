@@ -18,7 +18,7 @@ from ocrtune_trainer.worker import WorkerSupervisor
 def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     settings = settings or TrainerSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.adapter_store.mkdir(parents=True, exist_ok=True)
+    settings.local_adapter_store.mkdir(parents=True, exist_ok=True)
     queue = JobQueue(settings.resolved_database_url)
     metrics = TrainerMetrics(queue.count_by_state)
 

@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocrtune_shared.store import is_remote_store
+
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ocrtune" / "trainer"
 
 
@@ -36,7 +38,11 @@ class TrainerSettings(BaseSettings):
         description="Path or hub id of the base model, used when a job names none",
     )
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Job work folders and the default SQLite file")
-    adapter_store: Path = Field(default=DEFAULT_DATA_DIR / "adapters", description="Root the inference service reads")
+    adapter_store: str | Path = Field(
+        default=DEFAULT_DATA_DIR / "adapters",
+        description="Root the inference service reads: a folder, or an fsspec URL such as s3://bucket/prefix "
+        "(S3-compatible servers through AWS_ENDPOINT_URL)",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/jobs.db, or postgresql+psycopg://..."
     )
@@ -82,6 +88,18 @@ class TrainerSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'jobs.db'}"
+
+    @field_validator("adapter_store", mode="after")
+    @classmethod
+    def _folder_or_url(cls, value: str | Path) -> str | Path:
+        return str(value) if is_remote_store(value) else Path(value)
+
+    @property
+    def local_adapter_store(self) -> Path:
+        """Where adapters are published first: the store itself, or an outbox uploaded from for a remote store."""
+        if is_remote_store(self.adapter_store):
+            return self.data_dir / "adapter-outbox"
+        return Path(self.adapter_store)
 
     @property
     def jobs_dir(self) -> Path:

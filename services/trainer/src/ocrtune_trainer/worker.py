@@ -24,7 +24,7 @@ from typing import Any
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, JobState, LossPoint
-from ocrtune_shared.store import AdapterStore
+from ocrtune_shared.store import AdapterStore, RemoteAdapterStore, StoredAdapter, is_remote_store
 from ocrtune_trainer.jobs import JobConflict, JobQueue, this_worker_id
 from ocrtune_trainer.settings import TrainerSettings
 
@@ -35,7 +35,8 @@ class Worker:
     def __init__(self, settings: TrainerSettings) -> None:
         self.settings = settings
         self.queue = JobQueue(settings.resolved_database_url)
-        self.store = AdapterStore(settings.adapter_store)
+        self.store = AdapterStore(settings.local_adapter_store)
+        self.remote_store = RemoteAdapterStore(str(settings.adapter_store)) if is_remote_store(settings.adapter_store) else None
         self.worker_id = this_worker_id()
         self.stopping = threading.Event()
 
@@ -298,6 +299,11 @@ class Worker:
             evaluate_files=evaluate_files,
             export_merged=export_merged if request.export_merged else None,
         )
+        if self.remote_store is not None:
+            # Published and verified in the local outbox; the remote copy gets the next remote version.
+            version = self.remote_store.upload(stored)
+            shutil.rmtree(stored.path, ignore_errors=True)
+            stored = StoredAdapter(stored.name, version, Path(f"{self.remote_store.url}/{stored.name}/{version}"))
         self._phase(job.id, "publishing", hp.max_steps)
         result.cer_after = manifest.cer_after
         result.adapter = stored.ref
