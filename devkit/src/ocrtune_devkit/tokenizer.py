@@ -29,7 +29,7 @@ def bytes_to_unicode() -> dict[int, str]:
             printable.append(byte)
             chars.append(256 + extra)
             extra += 1
-    return dict(zip(printable, (chr(c) for c in chars)))
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
 
 
 def build_vocab_and_merges(characters: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
