@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ocrtune_devkit.tiny_models import DEFAULT_CACHE
+from ocrtune_devkit.cache import DEFAULT_CACHE, build_once
 
 OCR_PROMPT = "Free OCR."
 QWEN2_VL_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -59,19 +57,12 @@ def build_tiny_adapter(
     cache_dir = Path(cache_dir or DEFAULT_CACHE) / "adapters"
     key = json.dumps({"spec": asdict(spec), "model": model_dir.name}, sort_keys=True, ensure_ascii=False)
     target = cache_dir / f"tiny-lora-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    if (target / "adapter_model.safetensors").exists() and not force:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".training-", dir=cache_dir))
-    try:
-        _train(spec, model_dir, staging)
-        (staging / "ocrtune_adapter_spec.json").write_text(key)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    def train(folder: Path) -> None:
+        _train(spec, model_dir, folder)
+        (folder / "ocrtune_adapter_spec.json").write_text(key)
+
+    return build_once(target, train, marker="adapter_model.safetensors", force=force)
 
 
 def _train(spec: AdapterSpec, model_dir: Path, out: Path) -> None:

