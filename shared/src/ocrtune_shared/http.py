@@ -80,3 +80,24 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error")
         return error_response(500, ErrorCode.internal, f"internal error: {type(exc).__name__}")
+
+
+def serve(app: FastAPI, *, host: str, port: int, **uvicorn_options: object) -> None:
+    """Run ``app`` under uvicorn on a socket bound BEFORE the app starts up.
+
+    uvicorn binds its port only after the lifespan start-up, and the inference service
+    starts vLLM there, which opens ports of its own on free ephemeral numbers: one of
+    them can be ours (seen in the test suite as 'address already in use' when the service
+    was given a free port). Bound first, the port is ours from the start; connections are
+    refused until uvicorn listens, as before.
+    """
+    import socket
+
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options)  # type: ignore[arg-type]
+    uvicorn.Server(config).run(sockets=[sock])

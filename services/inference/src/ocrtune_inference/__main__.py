@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from ocrtune_inference.main import create_app
 from ocrtune_inference.settings import InferenceSettings
+from ocrtune_shared.http import serve
 
 
 def main() -> None:
     settings = InferenceSettings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
+    serve(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=settings.access_log)
 
 
 if __name__ == "__main__":

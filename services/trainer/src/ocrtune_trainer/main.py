@@ -61,8 +61,8 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
 
 
 def run() -> None:
-    import uvicorn
+    from ocrtune_shared.http import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s api %(levelname)s %(message)s")
     settings = TrainerSettings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    serve(create_app(settings), host=settings.host, port=settings.port)

@@ -1,0 +1,68 @@
+"""``serve`` holds the service's port from before start-up (vLLM's start-up opens ports of its own)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+
+APP = textwrap.dedent(
+    """
+    import sys, time
+    from contextlib import asynccontextmanager
+    from fastapi import FastAPI
+    from ocrtune_shared.http import serve
+
+    @asynccontextmanager
+    async def lifespan(app):
+        print("starting", flush=True)
+        time.sleep(4)  # a slow start-up, like an engine loading
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    serve(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+def test_port_is_held_during_start_up_then_served(tmp_path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    process = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        assert process.stdout.readline().strip() == "starting"
+        intruder = socket.socket()
+        try:
+            intruder.bind(("127.0.0.1", port))
+            taken = False
+        except OSError:
+            taken = True
+        finally:
+            intruder.close()
+        assert taken, "another process could take the service's port while it was starting"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json() == {"ok": True}
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "service never answered"
+                time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
