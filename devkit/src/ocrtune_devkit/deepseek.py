@@ -148,29 +148,41 @@ def _tokenizer(lm: dict):
     return tokenizer, vocab_size
 
 
-def _text_config(lm: dict, vocab_size: int, tokenizer) -> dict:
+def _language_model_shapes(lm: dict, vocab_size: int, tokenizer) -> dict:
+    """The keys both config layouts spell alike: one place, so one adapter fits both checkpoints."""
     return {
         "vocab_size": vocab_size,
-        "hidden_size": lm["hidden_size"],
-        "intermediate_size": lm["intermediate_size"],
-        "moe_intermediate_size": lm["moe_intermediate_size"],
-        "num_hidden_layers": lm["num_hidden_layers"],
-        "num_attention_heads": lm["num_attention_heads"],
-        "num_key_value_heads": lm["num_key_value_heads"],
-        "n_routed_experts": lm["n_routed_experts"],
-        "num_experts_per_tok": lm["num_experts_per_tok"],
-        "n_shared_experts": lm["n_shared_experts"],
-        "mlp_layer_types": ["dense"] + ["sparse"] * (lm["num_hidden_layers"] - 1),
+        **{
+            key: lm[key]
+            for key in (
+                "hidden_size",
+                "intermediate_size",
+                "moe_intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "n_routed_experts",
+                "num_experts_per_tok",
+                "n_shared_experts",
+                "rms_norm_eps",
+                "max_position_embeddings",
+            )
+        },
         "topk_method": "greedy",
         "routed_scaling_factor": 1.0,
-        "rms_norm_eps": lm["rms_norm_eps"],
-        "max_position_embeddings": lm["max_position_embeddings"],
         "rope_parameters": {"rope_type": "default", "rope_theta": lm["rope_theta"]},
-        "initializer_range": lm["initializer_range"],
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "tie_word_embeddings": False,
+    }
+
+
+def _text_config(lm: dict, vocab_size: int, tokenizer) -> dict:
+    return {
+        **_language_model_shapes(lm, vocab_size, tokenizer),
+        "mlp_layer_types": ["dense"] + ["sparse"] * (lm["num_hidden_layers"] - 1),
+        "initializer_range": lm["initializer_range"],
     }
 
 
@@ -188,22 +200,11 @@ def original_layout_config(
         "language_config": {
             "model_type": "deepseek_v2",
             "architectures": ["DeepseekV2ForCausalLM"],
-            "vocab_size": vocab_size,
-            "hidden_size": lm["hidden_size"],
-            "intermediate_size": lm["intermediate_size"],
-            "moe_intermediate_size": lm["moe_intermediate_size"],
-            "num_hidden_layers": lm["num_hidden_layers"],
-            "num_attention_heads": lm["num_attention_heads"],
-            "num_key_value_heads": lm["num_key_value_heads"],
-            "n_routed_experts": lm["n_routed_experts"],
-            "n_shared_experts": lm["n_shared_experts"],
-            "num_experts_per_tok": lm["num_experts_per_tok"],
+            **_language_model_shapes(lm, vocab_size, tokenizer),
             "first_k_dense_replace": 1,
             "moe_layer_freq": 1,
             "norm_topk_prob": False,
-            "routed_scaling_factor": 1.0,
             "scoring_func": "softmax",
-            "topk_method": "greedy",
             "n_group": 1,
             "topk_group": 1,
             # No MLA: plain multi-head attention, as DeepSeek-OCR's language model.
@@ -213,15 +214,8 @@ def original_layout_config(
             "qk_rope_head_dim": 0,
             "v_head_dim": 0,
             "use_mla": False,
-            "rms_norm_eps": lm["rms_norm_eps"],
-            "max_position_embeddings": lm["max_position_embeddings"],
             "rope_theta": lm["rope_theta"],
-            "rope_parameters": {"rope_type": "default", "rope_theta": lm["rope_theta"]},
             "hidden_act": "silu",
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "tie_word_embeddings": False,
             "torch_dtype": "float32",
         },
         "projector_config": {"projector_type": "linear", "input_dim": projector_input_dim, "n_embed": lm["hidden_size"]},
