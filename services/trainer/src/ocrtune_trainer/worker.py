@@ -219,15 +219,20 @@ class Worker:
         self._phase(job.id, "evaluating_base", hp.max_steps)
         model, processor = load_base(base_model, runtime)
         family = model.config.model_type
-        cer_before, _ = evaluate(
-            model,
-            processor,
-            eval_rows,
-            request.prompt,
-            max_new_tokens=hp.max_new_tokens,
-            batch_size=self.settings.eval_batch_size,
-            should_stop=should_stop,
-        )
+
+        def eval_cer(evaluated: object) -> CERResult:
+            cer, _ = evaluate(
+                evaluated,
+                processor,
+                eval_rows,
+                request.prompt,
+                max_new_tokens=hp.max_new_tokens,
+                batch_size=self.settings.eval_batch_size,
+                should_stop=should_stop,
+            )
+            return cer
+
+        cer_before = eval_cer(model)
         result.cer_before = cer_before
         self.queue.update_result(job.id, result)
         self.queue.log(
@@ -260,16 +265,7 @@ class Worker:
 
         def evaluate_files(folder: Path) -> CERResult:
             fresh, _ = load_base(base_model, runtime)
-            tuned = load_adapter_verified(fresh, folder)
-            cer_after, _ = evaluate(
-                tuned,
-                processor,
-                eval_rows,
-                request.prompt,
-                max_new_tokens=hp.max_new_tokens,
-                batch_size=self.settings.eval_batch_size,
-                should_stop=should_stop,
-            )
+            cer_after = eval_cer(load_adapter_verified(fresh, folder))
             self.queue.log(
                 job.id,
                 f"adapter CER (reloaded from its files): corpus {cer_after.corpus_cer:.4f}, mean {cer_after.mean_cer:.4f}",
