@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ocrtune_devkit.cache import DEFAULT_CACHE, build_once, spec_digest
 from ocrtune_devkit.charset import ALL_CHARS
@@ -62,6 +63,19 @@ def build_tiny_qwen2_vl(cache_dir: Path | str | None = None, *, force: bool = Fa
 
 def _write_tiny_qwen2_vl(folder: Path, spec: dict) -> None:
     import torch
+
+    torch.manual_seed(spec["seed"])
+    model, processor, raw = new_qwen2_vl(spec)
+    save_qwen2_vl(model, processor, raw, spec, folder)
+
+
+def new_qwen2_vl(spec: dict) -> tuple[Any, Any, Any]:
+    """A random-weight Qwen2-VL of ``spec``'s shapes, its processor, and its raw tokenizer.
+
+    The tokenizer is the devkit's hand-made one over ``spec["chars"]`` (one token a
+    character), so the same builder serves the 1 M-parameter test model and the reader.
+    """
+    import torch
     from transformers import (
         Qwen2Tokenizer,
         Qwen2VLConfig,
@@ -113,7 +127,7 @@ def _write_tiny_qwen2_vl(folder: Path, spec: dict) -> None:
             "embed_dim": spec["vision_embed_dim"],
             "hidden_size": spec["hidden_size"],
             "num_heads": spec["vision_heads"],
-            "mlp_ratio": 2,
+            "mlp_ratio": spec.get("vision_mlp_ratio", 2),
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -126,12 +140,10 @@ def _write_tiny_qwen2_vl(folder: Path, spec: dict) -> None:
         tie_word_embeddings=False,
     )
     config.architectures = ["Qwen2VLForConditionalGeneration"]
-    torch.manual_seed(spec["seed"])
     model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = False
-    model.save_pretrained(folder, safe_serialization=True)
 
     image_processor = Qwen2VLImageProcessor(min_pixels=spec["min_pixels"], max_pixels=spec["max_pixels"])
     video_processor = Qwen2VLVideoProcessor(min_pixels=spec["min_pixels"], max_pixels=spec["max_pixels"])
@@ -141,6 +153,12 @@ def _write_tiny_qwen2_vl(folder: Path, spec: dict) -> None:
         video_processor=video_processor,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
+    return model, processor, raw
+
+
+def save_qwen2_vl(model: Any, processor: Any, raw: Any, spec: dict, folder: Path, *, max_shard_size: str = "15MB") -> None:
+    """Weights as safetensors shards under ``max_shard_size`` (git-friendly), processor, vocab files, spec."""
+    model.save_pretrained(folder, safe_serialization=True, max_shard_size=max_shard_size)
     processor.save_pretrained(folder)
     write_vocab_files(raw, folder)
     (folder / "ocrtune_spec.json").write_text(json.dumps(spec, ensure_ascii=False, indent=1))
