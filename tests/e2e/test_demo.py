@@ -1,9 +1,11 @@
-"""The main job (README command 1) on the CPU with the tiny model, as a user runs it.
+"""The main job (README command 1) on the CPU with the shipped reader, as a user runs it.
 
-The demo builds the synthetic Chinese dataset, starts both services, fine-tunes over
-HTTP, then OCRs held-out images through the inference service with and without the
-new adapter. Its output must show a clearly lower CER with the adapter, and it must
-leave the services up (and `stop` must take them down).
+The demo builds scanned receipt lines (another kind than the reader's pre-training),
+starts both services, fine-tunes over HTTP, then OCRs lines it NEVER trained on through
+the inference service (vLLM) with and without the new adapter. Its output must show the
+base model reading (real text, clearly non-zero CER) and the adapter at most half its
+CER: generalisation to new lines, not memorisation. It must leave the services up (and
+`stop` must take them down).
 """
 
 from __future__ import annotations
@@ -23,17 +25,34 @@ def test_demo_succeeds(demo_run) -> None:
     assert "Traceback" not in demo_run.stderr
 
 
-def test_adapter_lowers_cer_on_held_out_images(demo_run) -> None:
+def test_adapter_halves_cer_on_lines_never_trained_on(demo_run) -> None:
     summary = demo_run.summary
-    assert summary["tiny_model"] is True
+    assert summary["offline_reader"] is True
+    served = summary["served"]
     before, after = summary["cer_before"], summary["cer_after"]
-    # Measured here through POST /ocr (base vs X-Adapter) on new images of the training lines.
-    assert after < before, summary["served"]
-    assert after <= 0.5 * before and after < 0.5, f"CER {before:.2f} -> {after:.2f} is not clearly lower"
+    # Served by vLLM through POST /ocr, base vs X-Adapter, on lines absent from train.parquet.
+    assert served["images"] >= 30
+    assert 0.2 < before < 1.0, f"the base model should read this domain, with errors: CER {before:.2f}"
+    assert after <= 0.5 * before, f"CER {before:.2f} -> {after:.2f} is not at most half"
     # The trainer's own evaluation (on the eval split it was given) agrees.
     trainer = summary["trainer_result"]
-    assert trainer["cer_after"]["corpus_cer"] < trainer["cer_before"]["corpus_cer"]
+    assert trainer["cer_after"]["corpus_cer"] <= 0.5 * trainer["cer_before"]["corpus_cer"]
     assert summary["adapter"].startswith("demo-zh@")
+
+
+def test_held_out_lines_are_not_training_lines(demo_run) -> None:
+    import pyarrow.parquet as pq
+
+    data = demo_run.workdir / "data"
+    train = {row["text"] for row in pq.read_table(data / "train.parquet").to_pylist()}
+    held_out = [row["text"] for row in pq.read_table(data / "eval.parquet").to_pylist()]
+    assert held_out and not train & set(held_out)
+
+
+def test_base_output_is_readable_text(demo_run) -> None:
+    out = demo_run.stdout
+    table = out[out.index("Held-out lines") :]
+    assert "\ufffd" not in table, "the base model printed broken bytes"
 
 
 def test_output_shows_texts_side_by_side_with_cer(demo_run) -> None:
