@@ -265,3 +265,25 @@ def test_streamed_ocr_ends_with_the_full_response(services, held_out_png: Path) 
     assert events and events[-1].done and events[-1].response is not None
     assert "".join(e.delta for e in events) == events[-1].response.text == whole.text
     assert events[-1].response.adapter == services.summary["adapter"]
+
+
+def test_finetune_takes_a_path_relative_to_the_working_directory(services) -> None:
+    """The README's own ``ocrtune finetune var/demo/data/train.parquet``: the CLI sends it absolute."""
+    command = [OCRTUNE, "finetune", "--inference-url", services.inference_url, "--trainer-url", services.trainer_url,
+               "data/train.parquet", "--name", "relative-path", "--max-steps", "1", "--warmup-steps", "0", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=services.workdir)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["request"]["train"]["uri"] == str(services.workdir / "data" / "train.parquet")
+    with OCRTuneClient(services.inference_url, services.trainer_url) as client:
+        client.cancel(job["id"])  # only the submission is under test
+
+
+def test_dataset_uri_keeps_uris_and_resolves_paths(tmp_path, monkeypatch) -> None:
+    from ocrtune_client.cli import dataset_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert dataset_uri("train.parquet") == str(tmp_path / "train.parquet")
+    assert dataset_uri("../x/train.parquet") == str(tmp_path.parent / "x" / "train.parquet")
+    for uri in ("s3://bucket/train.parquet", "hf://datasets/a/b", "file:///data/t.parquet", "https://h/t.parquet"):
+        assert dataset_uri(uri) == uri

@@ -61,6 +61,14 @@ def _ocr(args: argparse.Namespace) -> int:
 
 
 # --- finetune / jobs -----------------------------------------------------------------
+def dataset_uri(value: str) -> str:
+    """A local path as the absolute path the trainer wants (it cannot know our working
+    directory); URIs with a scheme (``file://``, ``s3://``, ``hf://``, ``https://``) as given."""
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
 def _finetune(args: argparse.Namespace) -> int:
     hp = {
         key: value
@@ -78,8 +86,8 @@ def _finetune(args: argparse.Namespace) -> int:
     request = FinetuneRequest(
         adapter_name=args.name,
         base_model=args.base_model,
-        train=DatasetSpec(uri=args.dataset, max_samples=args.max_samples),
-        eval=DatasetSpec(uri=args.eval) if args.eval else None,
+        train=DatasetSpec(uri=dataset_uri(args.dataset), max_samples=args.max_samples),
+        eval=DatasetSpec(uri=dataset_uri(args.eval)) if args.eval else None,
         hyperparameters=HyperParameters(**hp),
     )
     with _client(args) as client:
