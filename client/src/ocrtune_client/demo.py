@@ -38,11 +38,10 @@ from pathlib import Path
 from ocrtune_client.cli import follow_with_progress
 from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_shared.cer import character_error_rate, normalize
-from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
+from ocrtune_shared.finetune import DEFAULT_BASE_MODEL, DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
 from ocrtune_shared.ocr import OCROptions
 
-GPU_DEFAULT_MODEL = "deepseek-ai/DeepSeek-OCR-2"
 ADAPTER_NAME = "demo-zh"
 STATE_FILE = "services.json"
 SUMMARY_FILE = "summary.json"
@@ -99,7 +98,7 @@ def choose_recipe(model: str | None, steps: int | None) -> Recipe:
         )
     # The reference notebook's recipe (its defaults are FinetuneRequest's).
     return Recipe(
-        model=model or GPU_DEFAULT_MODEL,
+        model=model or DEFAULT_BASE_MODEL,
         offline=False,
         train_lines=400,
         new_lines=40,

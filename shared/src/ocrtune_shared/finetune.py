@@ -64,6 +64,11 @@ class LoraBias(str, Enum):
     lora_only = "lora_only"
 
 
+DEFAULT_BASE_MODEL = "deepseek-ai/DeepSeek-OCR-2"
+"""The base model both services use when none is configured: one default, so services
+started by hand serve the adapters the trainer makes (a mismatch is a 409 at load)."""
+
+
 class HyperParameters(BaseModel):
     rank: int = Field(default=16, ge=1, le=256)
     alpha: int = Field(default=16, ge=1)

@@ -7,11 +7,13 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocrtune_shared.finetune import DEFAULT_BASE_MODEL
+
 
 class InferenceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OCRTUNE_INFERENCE_", protected_namespaces=())
 
-    model: str = Field(default="deepseek-ai/DeepSeek-OCR-2", description="Base model: a local folder or a hub id")
+    model: str = Field(default=DEFAULT_BASE_MODEL, description="Base model: a local folder or a hub id")
     served_model_name: str | None = Field(default=None, description="Name reported to clients; default: MODEL")
     adapter_store: str = Field(default="./adapters", description="Store root: a folder, or an fsspec URL (s3://...)")
     adapter_cache_dir: str = Field(

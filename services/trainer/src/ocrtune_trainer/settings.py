@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocrtune_shared.finetune import DEFAULT_BASE_MODEL
 from ocrtune_shared.store import is_remote_store
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "ocrtune" / "trainer"
@@ -34,7 +35,7 @@ class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OCRTUNE_TRAINER_", extra="ignore")
 
     base_model: str = Field(
-        default="Qwen/Qwen2-VL-2B-Instruct",
+        default=DEFAULT_BASE_MODEL,
         description="Path or hub id of the base model, used when a job names none",
     )
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Job work folders and the default SQLite file")
