@@ -39,3 +39,17 @@ def test_image_bomb_is_refused_before_decoding():
         decode_image(buffer.getvalue())
     with pytest.raises(ImageDecodeError, match="above the limit"):
         decode_image(_png((100, 100)), max_pixels=5000)
+
+
+def test_phone_photo_is_turned_upright_by_its_exif_orientation():
+    # A camera held sideways stores the pixels landscape and says "rotate 90" in EXIF (tag 0x0112 = 6).
+    image = Image.new("RGB", (40, 10), "white")
+    image.paste((0, 0, 0), (0, 0, 10, 10))  # a black square at the left end
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    upright = decode_image(buffer.getvalue())
+    assert upright.size == (10, 40)
+    assert sum(upright.getpixel((5, 5))) < 100  # rotated 90 clockwise: the left end is now the top
+    assert sum(upright.getpixel((5, 35))) > 600

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 """About 6300 x 6300: far above any page scan, far below a bomb's billions."""
@@ -37,6 +37,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
                     f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}"
                 )
             image.load()
+            # Phone photos store the camera's orientation in EXIF instead of rotating pixels;
+            # the model must see the page upright.
+            image = ImageOps.exif_transpose(image)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
