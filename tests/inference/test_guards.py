@@ -33,6 +33,9 @@ def test_api_keys_required_when_set(tiny_model_dir) -> None:
     assert authorized.status_code == 503 and authorized.json()["error"]["code"] == "not_ready"
     assert http.get("/healthz").status_code == 200
     assert http.get("/readyz").status_code == 503
+    # Prometheus scrapes without a key, as the k8s manifest's annotations ask it to.
+    scraped = http.get("/metrics")
+    assert scraped.status_code == 200 and "ocrtune" in scraped.text
 
 
 def test_upload_limit_checked_before_reading(tiny_model_dir) -> None:

@@ -8,7 +8,9 @@ from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.http import bearer_key_matches, error_response
 
 ADAPTER_UPLOAD_PATH = "/adapters"
-OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json", "/redoc")
+# /metrics is open as on the trainer: Prometheus scrapes it without a key (deploy/k8s's
+# scrape annotations), and it carries counts and timings, never request content.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
 # Multipart framing and form fields around the file.
 _FORM_OVERHEAD = 64 * 1024
 
