@@ -90,4 +90,3 @@ def test_service_error_renders_the_one_error_body():
     error = ServiceError(404, ErrorCode.adapter_not_found, "adapter 'x' is not in the store", where="X-Adapter")
     body = error.response().model_dump(mode="json")
     assert body == {"error": {"code": "adapter_not_found", "message": "adapter 'x' is not in the store", "where": "X-Adapter"}}
-
