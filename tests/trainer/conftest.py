@@ -290,14 +290,14 @@ def start_service(
 
 
 class _LoadRecorder(http.server.BaseHTTPRequestHandler):
-    """Stands in for the inference service's ``POST /adapters/{name}/load``: records what it is told."""
+    """Stands in for the inference service's ``POST /adapters/{name}@{version}/load``: records the
+    path and the Authorization header it is sent (tests/e2e talks to the real service)."""
 
-    calls: list[tuple[str, dict]] = []
+    calls: list[tuple[str, str | None]] = []
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        type(self).calls.append((self.path, body))
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        type(self).calls.append((self.path, self.headers.get("authorization")))
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.end_headers()
@@ -322,6 +322,7 @@ def service_env(hf_cache: Path, s3_server: str, inference_recorder: tuple[str, l
         "HF_HUB_CACHE": str(hf_cache),
         "OCRTUNE_TRAINER_S3_ENDPOINT_URL": s3_server,
         "OCRTUNE_TRAINER_INFERENCE_URL": inference_recorder[0],
+        "OCRTUNE_TRAINER_INFERENCE_API_KEY": "inference-key",
     }
 
 

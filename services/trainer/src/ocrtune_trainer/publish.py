@@ -96,18 +96,22 @@ def publish_adapter(
     return stored, store.verify(stored)
 
 
-def notify_inference(inference_url: str | None, stored: StoredAdapter, timeout: float = 30.0) -> str | None:
+def notify_inference(
+    inference_url: str | None, stored: StoredAdapter, *, api_key: str | None = None, timeout: float = 30.0
+) -> str | None:
     """Ask the inference service to load the new version now; returns a note if that failed.
 
+    The version is named in the path (``name@version``), the one form its load route reads.
     Best effort: the inference service also finds new versions in the store by itself.
     """
     if not inference_url:
         return None
     import httpx
 
-    url = f"{inference_url.rstrip('/')}/adapters/{stored.name}/load"
+    url = f"{inference_url.rstrip('/')}/adapters/{stored.ref}/load"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.post(url, json={"version": stored.version}, timeout=timeout)
+        response = httpx.post(url, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         return f"could not tell the inference service at {url}: {exc}"
     if response.status_code >= 400:

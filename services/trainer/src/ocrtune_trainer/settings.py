@@ -56,7 +56,13 @@ class TrainerSettings(BaseSettings):
         default_factory=list, description="When set, every job endpoint needs 'Authorization: Bearer <key>'"
     )
     inference_url: str | None = Field(
-        default=None, description="After publishing, POST {inference_url}/adapters/{name}/load to warm the adapter"
+        default=None,
+        description="After publishing, POST {inference_url}/adapters/{name}@{version}/load to warm the new version",
+    )
+    # A plain str like api_keys: the settings reach the worker process serialized, and a
+    # SecretStr would arrive there as '**********'.
+    inference_api_key: str | None = Field(
+        default=None, description="The inference service's API key, when it has keys on (sent as a Bearer token)"
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     precision: Precision = Precision.auto

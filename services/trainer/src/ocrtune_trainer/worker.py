@@ -304,7 +304,7 @@ class Worker:
         result.cer_after = manifest.cer_after
         result.adapter = stored.ref
         result.runtime_s = time.monotonic() - started
-        note = notify_inference(self.settings.inference_url, stored)
+        note = notify_inference(self.settings.inference_url, stored, api_key=self.settings.inference_api_key)
         if note:
             self.queue.log(job.id, note)
         return result
