@@ -201,7 +201,12 @@ def main() -> None:
     # The reader by default: a model that reads, so decode lengths are those of real OCR.
     model_dir = build_tiny_qwen2_vl() if args.tiny else reader_checkpoint()
     model_name = "tiny random Qwen2-VL" if args.tiny else "reader-zh (8 M Qwen2-VL)"
-    specs = {n: AdapterSpec(fixed_text=t, steps=40, samples=4, learning_rate=3e-3) for n, t in ADAPTER_TEXTS.items()}
+    # The reader reads what it sees, so teaching it one fixed answer for any line takes longer
+    # than the random tiny model (40 steps left "一二四五" for "一二三四五", 120 did not stop).
+    steps, samples, rate = (40, 4, 3e-3) if args.tiny else (300, 8, 5e-3)
+    specs = {
+        n: AdapterSpec(fixed_text=t, steps=steps, samples=samples, learning_rate=rate) for n, t in ADAPTER_TEXTS.items()
+    }
     adapter_dirs = {n: build_tiny_adapter(spec, model_dir) for n, spec in specs.items()}
     samples = make_samples(32, seed=2024) if args.tiny else make_styled_samples(32, SCAN, seed=2024)
     pngs = [s.png for s in samples]
