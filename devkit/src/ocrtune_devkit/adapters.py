@@ -49,6 +49,20 @@ def chat_prompt(processor, prompt: str = OCR_PROMPT) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def masked_batch(processor, prompt: str, images: list, answers: list[str]) -> dict:
+    """``prompt + answer`` for each line image, with labels only on the answers (the prompt,
+    image tokens included, and the padding are masked out), as trl's SFTTrainer masks them.
+    Every line image has the same size, so every prompt has the length of the first."""
+    processor.tokenizer.padding_side = "right"
+    batch = processor(text=[prompt + a for a in answers], images=images, return_tensors="pt", padding=True)
+    prompt_len = processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"].shape[1]
+    labels = batch["input_ids"].clone()
+    labels[:, :prompt_len] = -100
+    labels[batch["attention_mask"] == 0] = -100
+    batch["labels"] = labels
+    return dict(batch)
+
+
 def build_tiny_adapter(
     spec: AdapterSpec, model_dir: Path | str, cache_dir: Path | str | None = None, *, force: bool = False
 ) -> Path:
@@ -84,16 +98,11 @@ def _train(spec: AdapterSpec, model_dir: Path, out: Path) -> None:
     end = processor.tokenizer.eos_token
     answers = [(spec.fixed_text if spec.fixed_text is not None else s.text) + end for s in samples]
     images = [s.image() for s in samples]
-    prompt_len = processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"].shape[1]
-    processor.tokenizer.padding_side = "right"
-    batch = processor(text=[prompt + a for a in answers], images=images, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].clone()
-    labels[:, :prompt_len] = -100  # every line image has the same size, so the same prompt length
-    labels[batch["attention_mask"] == 0] = -100
+    batch = masked_batch(processor, prompt, images, answers)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.learning_rate)
     model.train()
     for _ in range(spec.steps):
-        loss = model(**batch, labels=labels).loss
+        loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

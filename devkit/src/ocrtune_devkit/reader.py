@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ocrtune_devkit.adapters import chat_prompt, masked_batch
 from ocrtune_devkit.charset import READER_CHARS
-from ocrtune_devkit.synthetic import PRINT, SCAN, TEXTS, LineStyle, render_styled
+from ocrtune_devkit.synthetic import PRINT, SCAN, LineStyle, render_styled
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "reader-zh"
-PROMPT = "Free OCR."
 
 READER_SPEC: dict[str, Any] = {
     "family": "qwen2_vl",
@@ -59,11 +59,6 @@ def reader_checkpoint() -> Path:
 
 
 # --- data ----------------------------------------------------------------------------------
-def prompt_text(processor: Any) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
 def batches(processor: Any, style: LineStyle, batch: int, seed: int) -> Any:
     """An endless ``IterableDataset`` of training batches in one style, each worker on its own seed."""
     import torch
@@ -80,23 +75,13 @@ def _batch_stream(processor: Any, style: LineStyle, batch: int, seed: int):  # n
 
     info = torch.utils.data.get_worker_info()
     rng = random.Random(seed * 1000 + (info.id if info else 0))
-    prompt = prompt_text(processor)
+    prompt = chat_prompt(processor)
     end = processor.tokenizer.eos_token  # <|im_end|>: the model learns to stop
     while True:
-        texts = [TEXTS[style.texts](rng) for _ in range(batch)]
+        texts = [style.texts(rng) for _ in range(batch)]
         images = [render_styled(t, style, rng) for t in texts]
-        yield collate(processor, prompt, images, texts, end)
-
-
-def collate(processor: Any, prompt: str, images: list, texts: list[str], end: str) -> dict:
-    """Prompt + answer + end-of-turn, as trl's SFTTrainer builds it, with the prompt masked."""
-    full = processor(text=[prompt + t + end + "\n" for t in texts], images=images, padding=True, return_tensors="pt")
-    prompt_len = processor(text=[prompt], images=images[:1], return_tensors="pt")["input_ids"].shape[1]
-    labels = full["input_ids"].clone()
-    labels[:, :prompt_len] = -100
-    labels[full["attention_mask"] == 0] = -100
-    full["labels"] = labels
-    return dict(full)
+        # The assistant turn as the chat template closes it, as trl's SFTTrainer trains it.
+        yield masked_batch(processor, prompt, images, [t + end + "\n" for t in texts])
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -104,7 +89,7 @@ def read_lines(model: Any, processor: Any, images: list, *, batch: int = 64, max
     """Greedy transcriptions of ``images``, as the services decode."""
     import torch
 
-    prompt = prompt_text(processor)
+    prompt = chat_prompt(processor)
     out: list[str] = []
     processor.tokenizer.padding_side = "left"
     try:
@@ -122,7 +107,7 @@ def read_lines(model: Any, processor: Any, images: list, *, batch: int = 64, max
 
 def held_out(style: LineStyle, count: int, seed: int) -> tuple[list, list[str]]:
     rng = random.Random(seed)
-    texts = [TEXTS[style.texts](rng) for _ in range(count)]
+    texts = [style.texts(rng) for _ in range(count)]
     return [render_styled(t, style, rng) for t in texts], texts
 
 

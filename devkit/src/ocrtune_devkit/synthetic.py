@@ -21,13 +21,14 @@ from __future__ import annotations
 import io
 import os
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ocrtune_devkit.charset import CJK_CHARS, DIGITS, LOOKALIKES, PUNCTUATION, READER_HANZI
+from ocrtune_devkit.charset import CJK_CHARS, DIGITS, LOOKALIKES, PUNCTUATION, READER_HANZI, READER_SYMBOLS
 
 FONT_DIRS = tuple(
     Path(d) for d in (os.environ.get("OCRTUNE_FONT_DIR", ""), "/usr/share/fonts/opentype/noto") if d
@@ -123,38 +124,6 @@ def named_font(name: str, size: int) -> ImageFont.FreeTypeFont:
     )
 
 
-@dataclass(frozen=True)
-class LineStyle:
-    """How a line looks: fonts, size, paper and ink, and the degradations of a scan."""
-
-    fonts: tuple[str, ...]
-    size: tuple[int, int]
-    blur: tuple[float, float]
-    ink: tuple[int, int] = (0, 60)
-    paper: tuple[int, int] = (235, 255)
-    noise_sigma: tuple[float, float] = (0.0, 0.0)
-    speckle: float = 0.005
-    skew_deg: float = 0.0
-    jitter: int = 0
-    texts: str = "print"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-PRINT = LineStyle(fonts=(SANS, SANS, SANS_BOLD), size=(30, 40), blur=(0.0, 0.7), jitter=6)
-SCAN = LineStyle(
-    fonts=(SERIF, SERIF, SERIF_BOLD),
-    size=(30, 38),
-    blur=(0.3, 0.9),
-    ink=(10, 70),
-    paper=(215, 245),
-    noise_sigma=(3.0, 8.0),
-    speckle=0.005,
-    skew_deg=1.0,
-    jitter=4,
-    texts="receipt",
-)
-
-
 def print_text(rng: random.Random, min_len: int = 2, max_len: int = 10) -> str:
     """Pre-training text: frequent Hanzi, now and then a number, a symbol or punctuation."""
     length = rng.randint(min_len, max_len)
@@ -168,7 +137,7 @@ def print_text(rng: random.Random, min_len: int = 2, max_len: int = 10) -> str:
         elif roll < 0.96:
             out.append(rng.choice(PUNCTUATION))
         else:
-            out.append(rng.choice(".:-/%¥*#×"))
+            out.append(rng.choice(READER_SYMBOLS))
     return "".join(out[:length])
 
 
@@ -193,7 +162,35 @@ def receipt_text(rng: random.Random) -> str:
     return f"{rng.choice(RECEIPT_FIELDS)}{rng.randint(1, 99)}{rng.choice(('件', '个', '张', '瓶', '斤'))}"
 
 
-TEXTS = {"print": print_text, "receipt": receipt_text}
+@dataclass(frozen=True)
+class LineStyle:
+    """How a line looks: fonts, size, paper and ink, and the degradations of a scan."""
+
+    fonts: tuple[str, ...]
+    size: tuple[int, int]
+    blur: tuple[float, float]
+    ink: tuple[int, int] = (0, 60)
+    paper: tuple[int, int] = (235, 255)
+    noise_sigma: tuple[float, float] = (0.0, 0.0)
+    speckle: float = 0.005
+    skew_deg: float = 0.0
+    jitter: int = 0
+    texts: Callable[[random.Random], str] = print_text
+
+
+PRINT = LineStyle(fonts=(SANS, SANS, SANS_BOLD), size=(30, 40), blur=(0.0, 0.7), jitter=6)
+SCAN = LineStyle(
+    fonts=(SERIF, SERIF, SERIF_BOLD),
+    size=(30, 38),
+    blur=(0.3, 0.9),
+    ink=(10, 70),
+    paper=(215, 245),
+    noise_sigma=(3.0, 8.0),
+    speckle=0.005,
+    skew_deg=1.0,
+    jitter=4,
+    texts=receipt_text,
+)
 
 
 def render_styled(text: str, style: LineStyle, rng: random.Random) -> Image.Image:
@@ -238,7 +235,7 @@ def make_styled_samples(count: int, style: LineStyle, *, seed: int, exclude: set
     seen = set(exclude or ())
     samples: list[Sample] = []
     while len(samples) < count:
-        text = TEXTS[style.texts](rng)
+        text = style.texts(rng)
         if text in seen:
             continue
         seen.add(text)
