@@ -76,7 +76,7 @@ def choose_recipe(model: str | None, steps: int | None) -> Recipe:
         from ocrtune_devkit.reader import reader_checkpoint
 
         # Measured on this demo's data with the reader (2 CPU cores): lr 2e-3, alpha 32,
-        # batch 8, 120 steps on 240 lines takes held-out CER from ~60% to ~15% in about
+        # batch 8, 120 steps on 240 lines takes held-out CER from ~60% to ~10% in about
         # half a minute of training. 2e-4 (the GPU recipe's) barely moves it in that time.
         return Recipe(
             model=str(reader_checkpoint()),
