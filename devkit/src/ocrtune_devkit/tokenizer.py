@@ -49,8 +49,18 @@ def build_vocab_and_merges(characters: str) -> tuple[dict[str, int], list[tuple[
     return vocab, merges
 
 
-def build_tokenizer(characters: str, special_tokens: list[str]) -> Tokenizer:
+def build_tokenizer(characters: str, special_tokens: list[str], size: int | None = None) -> Tokenizer:
+    """``size``: pad the vocabulary to this many ids (special tokens included) for a real-size embedding.
+
+    The padding tokens are plain ASCII that no merge produces, so text never encodes to them,
+    yet a random model that samples one still decodes it (to ``unusedN``).
+    """
     vocab, merges = build_vocab_and_merges(characters)
+    if size is not None:
+        fillers = size - len(special_tokens) - len(vocab)
+        if fillers < 0:
+            raise ValueError(f"vocabulary size {size} < {len(vocab) + len(special_tokens)} tokens")
+        vocab.update({f"unused{i}": len(vocab) + i for i in range(fillers)})
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
