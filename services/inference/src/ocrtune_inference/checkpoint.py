@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 
@@ -31,6 +32,23 @@ def _weight_shapes(model_dir: Path) -> dict[str, list[int]]:
     return shapes
 
 
+def lora_name_mapper(mapper: Any) -> Any:
+    """The part of a model's ``hf_to_vllm_mapper`` that vLLM's LoRA loader applies to adapter keys.
+
+    vLLM >= 0.30 applies only the renames (``WeightsMapper.get_rename_mapper``, worker_manager.py);
+    vLLM 0.26 (the version proven on the GPU machine, docs/gpu-machine.md) has no such method
+    and applies the whole mapper. One place for the difference between the versions.
+    """
+    if mapper is None:
+        return None
+    return mapper.get_rename_mapper() if hasattr(mapper, "get_rename_mapper") else mapper
+
+
+def _map_name(mapper: Any, key: str) -> str | None:
+    # ``map_name`` in vLLM >= 0.30; ``_map_name`` before.
+    return mapper.map_name(key) if hasattr(mapper, "map_name") else mapper._map_name(key)
+
+
 @dataclass(frozen=True)
 class LoraTargets:
     """The module names (as vLLM's LoRA loader names them) that take LoRA weights."""
@@ -40,9 +58,7 @@ class LoraTargets:
 
     @classmethod
     def for_checkpoint(cls, model_dir: Path, vllm_model_class: type) -> LoraTargets:
-        mapper = getattr(vllm_model_class, "hf_to_vllm_mapper", None)
-        # vLLM's LoRA loader applies only the renames of the model's mapper (worker_manager.py).
-        mapper = mapper.get_rename_mapper() if mapper is not None else None
+        mapper = lora_name_mapper(getattr(vllm_model_class, "hf_to_vllm_mapper", None))
         excluded: list[str] = list(getattr(vllm_model_class, "lora_skip_prefixes", None) or [])
         if hasattr(vllm_model_class, "get_mm_mapping"):
             # Tower and connector LoRA is off (enable_tower_connector_lora defaults to False).
@@ -53,7 +69,7 @@ class LoraTargets:
         for key, shape in _weight_shapes(model_dir).items():
             if not key.endswith(".weight") or len(shape) != 2:
                 continue
-            name = mapper.map_name(key) if mapper is not None else key
+            name = _map_name(mapper, key) if mapper is not None else key
             if name is None:
                 continue
             module = name[: -len(".weight")]
