@@ -68,6 +68,17 @@ class TrainerSettings(BaseSettings):
     precision: Precision = Precision.auto
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory on large models")
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch in the worker")
+    dataloader_workers: int = Field(
+        default=0, ge=0,
+        description="Processes that decode and collate images beside training (0: in the training process; "
+        "on the H200 collation was 8 ms of a 700 ms step, and 4 workers changed nothing)",
+    )
+    max_micro_batch: int = Field(
+        default=8, ge=1,
+        description="Samples in one forward pass: a step's per_device_batch_size x gradient_accumulation_steps "
+        "samples are regrouped into micro-batches of up to this size (same samples and loss per step; "
+        "3x faster at full size on an H200, at 1.1-1.6x the memory). 1: as the job asks",
+    )
     run_worker: bool = Field(default=True, description="Start and supervise the worker process with the API")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for s3:// URIs")
     max_download_bytes: int = Field(default=20 * 1024**3, ge=1)
