@@ -10,8 +10,10 @@ without bitsandbytes), weight decay 0.001, grad-norm clip 1.0, seed 3407.
 
 - ``trainer``: ``ocrtune_trainer.training.train_adapter`` as a job calls it, i.e. trl's
   SFTTrainer with ``deepseek_ocr.sft_overrides`` (DeepseekOcr2Collator, LoRA regex, expert
-  ``target_parameters``). Its collator is wrapped only to record which rows it batched, in
-  which order, and how long collation took.
+  ``target_parameters``), a step's samples regrouped into micro-batches of up to
+  ``max_micro_batch`` (8: the recipe's 2 x 4 runs as 8 x 1); ``trainer_unmerged``: the same
+  with the micro-batches as asked (2 x 4). Its collator is wrapped only to record which rows
+  it batched, in which order, and how long collation took (plain replays that order).
 - ``plain``: ``get_peft_model`` with the same LoraConfig (``deepseek_ocr.lora_targets``),
   a hand-written loop: the same collator on the same rows in the order the trainer used, the
   loss normalised by the step's label-token count like Trainer's ``num_items_in_batch``,
@@ -31,29 +33,19 @@ Usage::
     # full size, one GPU (~2-4 min on an H200; 12 steps per variant, first 2 are warm-up)
     python bench/train_adapter_bench.py --out bench/results/train_adapter_bench.json
 
-On the lent H200, with what the trainer path imports and the GPU image lacks carried as
-cp312 manylinux wheels in ``.whl`` (``carry: [".whl"]``): trl==1.16.0 datasets==5.2.0
-dill==0.4.1 multiprocess==0.70.19 pydantic==2.14.4 pydantic-core==2.50.5
-pydantic-settings==2.16.3 annotated-types==0.8.0 typing-inspection==0.4.5
-python-dotenv==1.2.4 rapidfuzz==3.14.6 (and typing-extensions==4.16.0 if the image's is
-older: pydantic needs >= 4.16)::
+On the GPU machine: ``scripts/gpu_session.sh train`` after ``scripts/gpu_install.sh``
+(docs/gpu-machine.md), with the lines rendered here beforehand (the machine has no CJK fonts)::
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=$PWD/shared/src:$PWD/services/trainer/src:$PWD/devkit/src:$PWD/client/src:/tmp/site HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false || exit; python3 bench/train_adapter_bench.py --out $OUT/train_adapter_bench.json 2>&1 | tee $OUT/train_adapter_bench.log
+    .venv/bin/python bench/train_adapter_bench.py --render-only --samples .gpudata/train_lines.jsonl
 
-Without the Noto CJK fonts (``OCRTUNE_FONT_DIR``), lines are drawn with PIL's default font
-at the same 448x56 size (same tiling, same token counts; reported as ``render``). To use
-the real SCAN rendering there, render here first and carry the file (a few MB)::
-
-    .venv/bin/python bench/train_adapter_bench.py --render-only --samples bench/results/adapter_bench_lines.jsonl
-    python3 bench/train_adapter_bench.py --samples bench/results/adapter_bench_lines.jsonl --out ...
+Without those fonts and without ``--samples``, lines are drawn with PIL's default font at the
+same 448x56 size (same tiling, same token counts; reported as ``render``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import gc
-import io
 import json
 import os
 import statistics
@@ -67,6 +59,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lines import load_or_render  # noqa: E402
 from train_gpu_bench import FULL_ENCODER, FULL_SAM, FULL_TEXT, TINY_ENCODER, TINY_SAM, TINY_TEXT  # noqa: E402
 
 ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -77,65 +70,6 @@ LOSSES_SHOWN = 20
 # ---------------------------------------------------------------------------------------- data
 
 
-def render_lines(count: int, seed: int) -> tuple[list[tuple[str, bytes]], str]:
-    """``count`` SCAN receipt lines as (text, PNG bytes), or a font-free stand-in of the same size."""
-    from ocrtune_devkit.synthetic import SCAN, make_styled_samples
-
-    try:
-        return [(s.text, s.png) for s in make_styled_samples(count, SCAN, seed=seed)], "scan-noto-serif-cjk"
-    except (FileNotFoundError, OSError) as exc:
-        print(f"SCAN fonts unavailable ({exc}); drawing lines with PIL's default font", flush=True)
-        return _fallback_lines(count, seed), "fallback-pil-default-font"
-
-
-def _fallback_lines(count: int, seed: int) -> list[tuple[str, bytes]]:
-    import random
-
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
-    from ocrtune_devkit.synthetic import LINE_SIZE, receipt_text
-
-    rng = random.Random(seed)
-    try:
-        font = ImageFont.load_default(size=32)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    out, seen = [], set()
-    while len(out) < count:
-        text = receipt_text(rng)
-        if text in seen:
-            continue
-        seen.add(text)
-        paper = rng.randint(215, 245)
-        image = Image.new("L", LINE_SIZE, color=paper)
-        ImageDraw.Draw(image).text((6, 10), text, fill=rng.randint(10, 70), font=font)
-        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.3, 0.9)))
-        pixels = np.asarray(image, dtype=np.float32) + np.random.default_rng(rng.getrandbits(32)).normal(
-            0.0, 5.0, (LINE_SIZE[1], LINE_SIZE[0])
-        )
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).convert("RGB").save(buffer, format="PNG")
-        out.append((text, buffer.getvalue()))
-    return out
-
-
-def load_or_render(path: str | None, count: int, seed: int) -> tuple[list[tuple[str, bytes]], str]:
-    if path and Path(path).exists():
-        lines = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        if len(lines) < count:
-            raise SystemExit(f"{path} holds {len(lines)} lines, {count} are needed (render it again)")
-        render = lines[0].get("render", "file")
-        return [(x["text"], base64.b64decode(x["png_b64"])) for x in lines[:count]], f"{render} ({path})"
-    samples, render = render_lines(count, seed)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
-            for text, png in samples:
-                out.write(json.dumps({"text": text, "png_b64": base64.b64encode(png).decode(), "render": render},
-                                     ensure_ascii=False) + "\n")
-        print(f"wrote {len(samples)} lines to {path}", flush=True)
-    return samples, render
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -242,6 +176,18 @@ def request_for(args: argparse.Namespace, targets: list[str]) -> Any:
             "gradient_accumulation_steps": args.accumulation, "optimizer": "adamw_8bit", "seed": 3407,
         },
     )
+
+
+TRAINER_VARIANTS = {
+    "trainer_unmerged": "train_adapter with the job's micro-batches as asked (max_micro_batch=1)",
+    "trainer": "train_adapter as a job runs it (max_micro_batch: the settings' default, 8)",
+}
+
+
+def trainer_variant(variant: str, args: argparse.Namespace, settings: Any) -> tuple[argparse.Namespace, Any]:
+    if variant == "trainer_unmerged":
+        return args, settings.model_copy(update={"max_micro_batch": 1})
+    return args, settings
 
 
 def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tuple[dict, list[list[dict]]]:
@@ -466,7 +412,8 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--targets", default="attn_mlp,experts", help="LoRA target sets: attn_mlp, experts")
-    parser.add_argument("--variants", default="trainer,plain")
+    parser.add_argument("--variants", default="trainer_unmerged,trainer,plain",
+                        help="comma-separated: " + ", ".join(TRAINER_VARIANTS) + ", plain")
     parser.add_argument("--experts-impl", default=None, help="override load_base's experts implementation "
                         "(eager, grouped_mm, batched_mm); default: what load_base gives (reported)")
     parser.add_argument("--samples", help="JSONL of rendered lines: read if it exists, else rendered and written")
@@ -512,9 +459,14 @@ def main() -> None:
             for variant in args.variants.split(","):
                 t = time.perf_counter()
                 try:
-                    if variant == "trainer":
-                        result, order = run_trainer(args, folder, rows, targets, runtime, settings,
-                                                    tmp_path / f"work-{target_name}")
+                    if variant in TRAINER_VARIANTS:
+                        v_args, v_settings = trainer_variant(variant, args, settings)
+                        result, batches = run_trainer(v_args, folder, rows, targets, runtime, v_settings,
+                                                      tmp_path / f"work-{target_name}-{variant}")
+                        result["variant"] = variant
+                        # Collators in DataLoader workers record nothing here: the order comes from
+                        # a variant that collates in this process.
+                        order = order or batches or None
                     elif variant == "plain":
                         result = run_plain(args, folder, rows, targets, runtime, order)
                     else:
@@ -536,12 +488,12 @@ def main() -> None:
 
 
 def summarize(args, info, runtime, shapes, data, render, results, total_s) -> dict[str, Any]:
-    print("\ntargets   variant  optimizer     experts_impl  trainable_M  s/step  samples/s  peak_GiB  collate_s/mb")
+    print("\ntargets   variant         optimizer     experts_impl  trainable_M  s/step  samples/s  peak_GiB  collate_s/mb")
     for r in results:
         if "error" in r:
-            print(f"{r['targets']:<9} {r['variant']:<8} FAILED {r['error'][:200]}")
+            print(f"{r['targets']:<9} {r['variant']:<15} FAILED {r['error'][:200]}")
             continue
-        print(f"{r['targets']:<9} {r['variant']:<8} {r['optimizer']:<13} {str(r['experts_implementation']):<13} "
+        print(f"{r['targets']:<9} {r['variant']:<15} {r['optimizer']:<13} {str(r['experts_implementation']):<13} "
               f"{r['trainable_params_m']:11.3f}  {_fmt(r['step_s_median'], '6.3f')}  "
               f"{_fmt(r['samples_per_s'], '9.2f')}  {_fmt(r['peak_gib'], '8.2f')}  "
               f"{_fmt(r['collate_s_per_micro_batch'], '12.4f')}")
@@ -549,19 +501,24 @@ def summarize(args, info, runtime, shapes, data, render, results, total_s) -> di
     side_by_side: dict[str, Any] = {}
     for target_name in args.targets.split(","):
         by = {r["variant"]: r for r in results if r["targets"] == target_name and "error" not in r}
-        trainer, plain = by.get("trainer"), by.get("plain")
+        plain = by.get("plain")
+        trainer = by.get("trainer_unmerged") or by.get("trainer")  # the same micro-batches as plain
         if not (trainer and plain):
             continue
         ratios[target_name] = {
-            "step_s": _ratio(trainer["step_s_median"], plain["step_s_median"]),
-            "samples_per_s": _ratio(trainer["samples_per_s"], plain["samples_per_s"]),
-            "peak_gib": _ratio(trainer["peak_gib"], plain["peak_gib"]),
+            variant: {
+                "step_s": _ratio(by[variant]["step_s_median"], plain["step_s_median"]),
+                "samples_per_s": _ratio(by[variant]["samples_per_s"], plain["samples_per_s"]),
+                "peak_gib": _ratio(by[variant]["peak_gib"], plain["peak_gib"]),
+            }
+            for variant in TRAINER_VARIANTS if variant in by
         }
         pairs = list(zip(trainer["losses"][:LOSSES_SHOWN], plain["losses"][:LOSSES_SHOWN], strict=False))
         side_by_side[target_name] = [[i + 1, round(a, 5), round(b, 5)] for i, (a, b) in enumerate(pairs)]
-        print(f"\n{target_name}: trainer/plain  s/step x{_fmt(ratios[target_name]['step_s'], '.3f')}  "
-              f"samples/s x{_fmt(ratios[target_name]['samples_per_s'], '.3f')}  "
-              f"peak x{_fmt(ratios[target_name]['peak_gib'], '.3f')}")
+        for variant, ratio in ratios[target_name].items():
+            print(f"\n{target_name}: {variant}/plain  s/step x{_fmt(ratio['step_s'], '.3f')}  "
+                  f"samples/s x{_fmt(ratio['samples_per_s'], '.3f')}  peak x{_fmt(ratio['peak_gib'], '.3f')}")
+        print(f"  losses: {trainer['variant']} vs plain (same rows, same order)")
         print("  step   trainer_loss   plain_loss    diff")
         for step, a, b in side_by_side[target_name]:
             print(f"  {step:4d}   {a:12.5f}  {b:11.5f}  {a - b:+.5f}")

@@ -2,7 +2,8 @@
 # Runs THERE, on the offline GPU machine, from the repository root: puts back together the wheels
 # that scripts/gpu_wheels.sh cut into .gpuwheels/pNN part folders (carried one per device call, see
 # docs/gpu-machine.md), installs them into /tmp/site with pip (no index, no deps) and checks that
-# vLLM and the inference service import.
+# vLLM, the inference service and the trainer path (trl, datasets, ocrtune_trainer.training,
+# ocrtune_devkit) import.
 #
 #   bash scripts/gpu_install.sh            reassemble, install (skipped when already done), check
 #   bash scripts/gpu_install.sh --status   which parts this machine holds so far (calls 1..N-1)
@@ -14,7 +15,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-PARTS="${GPU_WHEELS_DIR:-$ROOT/.gpuwheels}"
+# A carried folder lasts ONE call: the next call's copy of the checkout drops every ignored
+# path it does not name (seen 2026-12-02). Each call therefore moves its part out of the
+# checkout into PARTS, which lasts while the machine stays warm.
+PARTS="${GPU_WHEELS_DIR:-/tmp/gpuparts}"
+mkdir -p "$PARTS"
+for carried in "$ROOT"/.gpuwheels/p[0-9]*; do
+  [ -d "$carried" ] && cp -r "$carried" "$PARTS/"
+done
 WHEELS="${GPU_WHEELS_OUT:-/tmp/gpuwheels}"
 SITE="${GPU_SITE:-/tmp/site}"
 PY="${PYTHON:-python3}"
@@ -24,11 +32,18 @@ manifest=""
 for m in "$PARTS"/p[0-9]*/MANIFEST; do [ -f "$m" ] && { manifest="$m"; break; }; done
 
 env_lines() {
-  echo "export PYTHONPATH=$SITE:$ROOT/services/inference/src:$ROOT/shared/src\${PYTHONPATH:+:\$PYTHONPATH}"
+  # Our code runs from the checkout (edits travel with each call): the services, the shared schema,
+  # the devkit (tiny/random checkpoints, synthetic lines) and the client it imports.
+  echo "export PYTHONPATH=$SITE:$ROOT/services/inference/src:$ROOT/services/trainer/src:$ROOT/shared/src:$ROOT/devkit/src:$ROOT/client/src\${PYTHONPATH:+:\$PYTHONPATH}"
   echo "export PATH=$SITE/bin:\$PATH"
-  echo "export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1"
+  # No network there: no Hub or datasets look-ups; no tokenizers thread pool forked by datasets / DataLoader workers.
+  echo "export VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false"
   # The slimmed vllm wheel has no DeepGEMM JIT headers (FP8 checkpoints only).
   if [ -n "$manifest" ] && grep -q '\[slimmed\]' "$manifest"; then echo "export VLLM_USE_DEEP_GEMM=0"; fi
+  # flashinfer is not shipped, and vLLM 0.26's sampler imports it unguarded unless told not to.
+  echo "export VLLM_USE_FLASHINFER_SAMPLER=0"
+  # Our benches and tests touch CUDA before vLLM starts its engine process: fork would fail.
+  echo "export VLLM_WORKER_MULTIPROC_METHOD=spawn"
 }
 if [ "$MODE" = "--env" ]; then env_lines; exit 0; fi
 
@@ -119,6 +134,8 @@ else
   echo "gpu_install: pip took $(( $(date +%s) - t0 )) s"
   # Our packages run from the checkout (PYTHONPATH); a dist-info registers their entry points, so
   # vLLM loads the ocrtune general plugin (DeepSeek-OCR modes, ...) in every one of its processes.
+  # The trainer, devkit and client declare no plugin entry points (only console scripts, which a
+  # dist-info does not create): they need none, `python3 -m ...` / imports find them on PYTHONPATH.
   "$PY" - "$SITE" <<'PYEOF'
 import os, sys, tomllib
 site = sys.argv[1]
@@ -184,7 +201,9 @@ for line in bad:
     print("  " + line)
 keys = ["torch", "torchvision", "torchaudio", "triton", "transformers", "tokenizers", "huggingface-hub",
         "numpy", "safetensors", "numba", "setuptools", "protobuf", "aiohttp", "opencv-python-headless",
-        "typing-extensions", "anyio", "httpx", "filelock", "prometheus-client", "pillow"]
+        "typing-extensions", "anyio", "httpx", "filelock", "prometheus-client", "pillow",
+        # the trainer path's (trl 1.16 / datasets 5.2 lower bounds: pyarrow >=24, pandas >=2.1.1, ...)
+        "peft", "accelerate", "pyarrow", "pandas", "fsspec", "xxhash", "psutil", "pyyaml", "tqdm", "jinja2"]
 vs = []
 for k in keys:
     try:
@@ -194,14 +213,21 @@ for k in keys:
 print("gpu_install: machine: " + ", ".join(vs))
 PYEOF
 
-# --- import check.
-"$PY" -c "import vllm, fastapi, uvicorn; print(vllm.__version__)"
-"$PY" - <<'PYEOF'
+# --- import check (a traceback, then this script's exit status 4, names what did not import).
+import_failed() { echo "gpu_install: IMPORT CHECK FAILED (traceback above): not ready" >&2; exit 4; }
+"$PY" -c "import vllm, fastapi, uvicorn; print(vllm.__version__)" || import_failed
+"$PY" - <<'PYEOF' || import_failed
 import importlib.metadata as md
 import torch
 from vllm.v1.engine.async_llm import AsyncLLM  # noqa: F401
 import xgrammar, llguidance  # noqa: F401
 import ocrtune_inference.main  # noqa: F401
+# The trainer path (bench/train_adapter_bench.py, tests/deepseek): any failure here ends the script.
+import datasets, peft, trl  # noqa: E401
+from trl import SFTConfig, SFTTrainer  # noqa: F401  (train_adapter's lazy import, checked now)
+import ocrtune_trainer.training, ocrtune_trainer.evaluation, ocrtune_trainer.publish  # noqa: E401,F401
+import ocrtune_trainer.worker  # noqa: F401  (the job store: sqlalchemy, tests/deepseek/test_trainer_job.py)
+import ocrtune_devkit.deepseek  # noqa: F401
 from vllm.vllm_flash_attn.flash_attn_interface import fa_version_unsupported_reason, is_fa_version_supported
 cuda = torch.cuda.is_available()
 print(f"gpu_install: torch {torch.__version__}, CUDA {torch.version.cuda}, GPU {torch.cuda.get_device_name(0) if cuda else 'none'}")
@@ -209,6 +235,7 @@ if cuda:
     print(f"gpu_install: FlashAttention 3 supported: {is_fa_version_supported(3)} {fa_version_unsupported_reason(3) or ''}")
 plugins = sorted(e.name for e in md.entry_points(group="vllm.general_plugins"))
 print(f"gpu_install: vllm.general_plugins: {plugins}")
+print(f"gpu_install: trl {trl.__version__}, datasets {datasets.__version__}, peft {peft.__version__}")
 print("gpu_install: OK")
 PYEOF
 echo "gpu_install: for later commands in this call, and in later calls while the machine stays warm:"

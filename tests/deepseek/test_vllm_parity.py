@@ -284,14 +284,19 @@ def test_notebook_adapter_with_experts_served_on_gpu(reduced_deepseek_ocr2, tmp_
     notebook = make_random_adapter(reduced_deepseek_ocr2.native, tmp_path / "nb", experts=True, seed=2)
     convert_adapter_folder(notebook, tmp_path / "served")
     processor = AutoProcessor.from_pretrained(reduced_deepseek_ocr2.native)
-    model = DeepseekOcr2ForConditionalGeneration.from_pretrained(reduced_deepseek_ocr2.native, dtype=torch.float32)
-    peft_model = load_adapter_verified(model.eval(), notebook)
-    inputs = processor(images=image, text=PROMPT, return_tensors="pt")
+    model = DeepseekOcr2ForConditionalGeneration.from_pretrained(reduced_deepseek_ocr2.native, dtype=torch.bfloat16)
+    peft_model = load_adapter_verified(model.to("cuda").eval(), notebook)
+    inputs = processor(images=image, text=PROMPT, return_tensors="pt").to("cuda")
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
     with torch.no_grad():
         hf = peft_model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    hf = hf.cpu()
     del peft_model, model
-    llm = LLM(model=str(reduced_deepseek_ocr2.vllm), dtype="float32", enable_lora=True, max_lora_rank=16,
-              max_model_len=2048, limit_mm_per_prompt={"image": 1})
+    torch.cuda.empty_cache()
+    # bfloat16: vLLM's Triton LoRA kernels take fp16/bf16 only (lora_shrink_op asserts it; float32
+    # failed there on the H200, 2026-12-02), so transformers decodes in bfloat16 on the GPU too.
+    llm = LLM(model=str(reduced_deepseek_ocr2.vllm), dtype="bfloat16", enable_lora=True, max_lora_rank=16,
+              max_model_len=2048, limit_mm_per_prompt={"image": 1}, gpu_memory_utilization=0.5)
     out = llm.generate({"prompt": PROMPT, "multi_modal_data": {"image": image}},
                        SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS),
                        lora_request=LoRARequest("nb", 1, str(tmp_path / "served")))
