@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ocrtune_inference.adapters import AdapterCatalog
-from ocrtune_inference.api import adapters, chat, health, ocr
+from ocrtune_inference.api import adapters, chat, health, ocr, openai_models
 from ocrtune_inference.api.guards import RequestGuard
 from ocrtune_inference.checkpoint import LoraTargets, resolve_model_dir
 from ocrtune_inference.engine import OCREngine
@@ -63,7 +63,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)
-    for router in (ocr, adapters, chat, health):
+    for router in (ocr, adapters, chat, openai_models, health):
         router.attach_router(app)
     app.add_middleware(
         RequestGuard,
