@@ -55,3 +55,37 @@ def test_load_refusals_name_the_problem(client, body, status, where) -> None:
     error = response.json()["error"]
     assert where in (error.get("where") or "") + error["message"]
     assert client.get("/readyz").status_code == 200
+
+
+def _image_message(png: bytes) -> list[dict]:
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]
+
+
+def test_stream_follows_the_openai_chunks(oai, line_images) -> None:
+    stream = oai.chat.completions.create(model="a0", max_tokens=16, stream=True,
+                                         stream_options={"include_usage": True}, messages=_image_message(line_images[2]))
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == FIXED_TEXTS["a0"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    last = chunks[-1]
+    assert last.choices == [] and last.usage.completion_tokens > 0
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ({"temperature": 0.7}, "temperature"),
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),  # not implemented: refused, not ignored
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
+    ],
+)
+def test_unsupported_chat_fields_are_refused(client, line_images, extra, where) -> None:
+    body = {"model": "a0", "max_tokens": 4, "messages": _image_message(line_images[0]), **extra}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert where in (error.get("where") or "") + error["message"]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from ocrtune_inference.api.dependencies import Service
@@ -41,15 +41,26 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart]
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     model: str = Field(description="An adapter (name or name@version), or the served base model's name")
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float | None = Field(default=None, description="Ignored: OCR decodes greedily")
+    # OCR decodes greedily and answers once: these are accepted only at the values that mean so.
+    temperature: float | None = Field(default=None, ge=0, le=0, description="0 or absent: OCR decodes greedily")
+    n: int | None = Field(default=None, ge=1, le=1, description="1 or absent: one transcription per image")
     stream: bool = False
+    stream_options: StreamOptions | None = Field(default=None, description="With stream: include_usage")
 
     model_config = {
+        # A field we do not implement is refused by name, not silently ignored.
+        "extra": "forbid",
         "json_schema_extra": {
             "examples": [
                 {
@@ -119,6 +130,9 @@ def _image_and_instruction(request: ChatCompletionRequest) -> tuple[str, str]:
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service):
     settings = request.app.state.settings
+    if body.stream_options is not None and not body.stream:
+        raise ServiceError(422, ErrorCode.invalid_request, "stream_options is only allowed with stream: true",
+                           "stream_options")
     url, instruction = _image_and_instruction(body)
     adapter = await service.adapter_for(body.model)
     data = await load_source(None, url, settings)
@@ -131,16 +145,31 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     created = int(time.time())
     model = adapter.ref if adapter else service.model_name
     if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
         async def chunks() -> AsyncIterator[dict[str, str]]:
             import json
 
+            def chunk(choices: list[dict], **extra: object) -> dict[str, str]:
+                return {"data": json.dumps({
+                    "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": choices, **extra,
+                }, ensure_ascii=False)}
+
+            # As OpenAI and vLLM do: the first chunk names the role, with empty content.
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            usage = None
             async for event in service.stream(pages, options.model_copy(update={"prompt": instruction or None}), adapter):
                 delta = {"content": event.delta} if not event.done else {}
                 finish = event.response.pages[-1].finish_reason if event.done and event.response else None
-                yield {"data": json.dumps({
-                    "id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                }, ensure_ascii=False)}
+                if event.done and event.response:
+                    usage = event.response.usage
+                yield chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
+            if include_usage and usage is not None:
+                # stream_options.include_usage: one last chunk, no choices, the request's usage.
+                yield chunk([], usage={"prompt_tokens": usage.prompt_tokens,
+                                       "completion_tokens": usage.completion_tokens,
+                                       "total_tokens": usage.prompt_tokens + usage.completion_tokens})
             yield {"data": "[DONE]"}
 
         return EventSourceResponse(chunks())
