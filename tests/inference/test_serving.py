@@ -92,6 +92,8 @@ def test_health_ready_metrics_openapi(client) -> None:
     assert "ocrtune_ocr_latency_seconds_bucket" in metrics
     assert 'ocrtune_tokens_total{adapter="__base__",kind="completion"}' in metrics
     assert "ocrtune_requests_in_flight" in metrics
+    # vLLM's own series beside ours, from the engine that served the requests above.
+    assert "vllm:num_requests_running" in metrics and "vllm:prompt_tokens_total" in metrics
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/ocr"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)

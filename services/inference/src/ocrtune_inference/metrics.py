@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 BASE_LABEL = "__base__"
 
@@ -41,4 +41,9 @@ class ServiceMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Ours, then vLLM's own ``vllm:*`` series (queue, KV-cache use, TTFT, LoRA slots ...).
+
+        AsyncLLM registers those on prometheus_client's global registry (its PrometheusStatLogger,
+        on by default), where vLLM's own server reads them too; the process collectors come along.
+        """
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
