@@ -18,15 +18,17 @@ cd "$ROOT"
 # A carried folder lasts ONE call: the next call's copy of the checkout drops every ignored
 # path it does not name (seen 2026-12-02). Each call therefore moves its part out of the
 # checkout into PARTS, which lasts while the machine stays warm.
+MODE="${1:-install}"
 PARTS="${GPU_WHEELS_DIR:-/tmp/gpuparts}"
 mkdir -p "$PARTS"
-for carried in "$ROOT"/.gpuwheels/p[0-9]*; do
-  [ -d "$carried" ] && cp -r "$carried" "$PARTS/"
-done
+if [ "$MODE" != "--env" ]; then  # --env only prints; the call's --status or install has copied
+  for carried in "$ROOT"/.gpuwheels/p[0-9]*; do
+    [ -d "$carried" ] && cp -r "$carried" "$PARTS/"
+  done
+fi
 WHEELS="${GPU_WHEELS_OUT:-/tmp/gpuwheels}"
 SITE="${GPU_SITE:-/tmp/site}"
 PY="${PYTHON:-python3}"
-MODE="${1:-install}"
 
 manifest=""
 for m in "$PARTS"/p[0-9]*/MANIFEST; do [ -f "$m" ] && { manifest="$m"; break; }; done
