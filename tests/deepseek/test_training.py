@@ -98,3 +98,49 @@ def test_submit_time_target_check_names_what_is_not_servable(tiny_deepseek_ocr2)
         check_targets(model, ["q_proj", "qkv"])
     with pytest.raises(DatasetError, match="besides 'experts'"):
         check_targets(model, ["experts"])
+
+
+def test_a_steps_samples_run_as_one_micro_batch_with_the_same_loss(tiny_deepseek_ocr2, rows, tmp_path, monkeypatch):
+    """max_micro_batch regroups 1 x 4 into 4 x 1: one collator call a step, the same step loss."""
+    from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
+
+    from ocrtune_shared.finetune import FinetuneRequest
+    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.settings import TrainerSettings
+    from ocrtune_trainer.training import pick_runtime, train_adapter
+
+    sizes: list[int] = []
+    original = deepseek_ocr.sft_overrides
+
+    def recording(*args, **kwargs):
+        family = original(*args, **kwargs)
+        collate = family.data_collator
+
+        class Recording(type(collate)):
+            def __call__(self, batch_rows):
+                sizes.append(len(batch_rows))
+                return super().__call__(batch_rows)
+
+        family.data_collator = Recording.__new__(Recording)
+        family.data_collator.__dict__.update(collate.__dict__)
+        return family
+
+    monkeypatch.setattr(deepseek_ocr, "sft_overrides", recording)
+    losses = {}
+    for cap in (1, 4):
+        sizes.clear()
+        settings = TrainerSettings(device="cpu", data_dir=tmp_path / "data", adapter_store=tmp_path / "store",
+                                   max_micro_batch=cap)
+        processor = AutoProcessor.from_pretrained(tiny_deepseek_ocr2)
+        model = DeepseekOcr2ForConditionalGeneration.from_pretrained(tiny_deepseek_ocr2, dtype=torch.float32)
+        request = FinetuneRequest(
+            adapter_name="ds-merge", train={"uri": "file:///unused.parquet"},
+            hyperparameters={"max_steps": 1, "warmup_steps": 0, "learning_rate": 2e-2, "per_device_batch_size": 1,
+                             "gradient_accumulation_steps": 4, "target_modules": ["q_proj", "v_proj"],
+                             "optimizer": "adamw_torch"},
+        )
+        outcome = train_adapter(request, model, processor, rows, tmp_path / f"work-{cap}", pick_runtime(settings),
+                                settings, lambda progress, loss: None, lambda: None)
+        assert sizes == ([1, 1, 1, 1] if cap == 1 else [4])
+        losses[cap] = outcome.loss_curve[0].loss
+    assert losses[4] == pytest.approx(losses[1], rel=1e-4)
