@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocrtune_shared.images import ImageDecodeError, decode_image
-from ocrtune_shared.labels import LABEL_FILE_SUFFIXES, LabelProblem, read_labels_file
+from ocrtune_shared.labels import LabelProblem, LabelsFileNotFound, find_labels_file, read_labels_file
 
 HF_IMAGE_FEATURES = {
     "info": {"features": {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}
@@ -32,18 +32,6 @@ class BuildReport:
         return not self.problems
 
 
-def find_labels_file(folder: Path) -> Path:
-    candidates = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LABEL_FILE_SUFFIXES)
-    preferred = [p for p in candidates if p.stem.lower() in {"labels", "label", "gt", "annotations", "metadata"}]
-    found = preferred or candidates
-    if len(found) != 1:
-        raise FileNotFoundError(
-            f"expected one labels file ({', '.join(LABEL_FILE_SUFFIXES)}) in {folder}, found "
-            f"{[p.name for p in found] or 'none'}; name it with --labels"
-        )
-    return found[0]
-
-
 def build_parquet(
     images_dir: Path | str,
     output: Path | str,
@@ -54,7 +42,10 @@ def build_parquet(
 ) -> BuildReport:
     """Check every row, then write ``output`` (only if no row is bad, unless ``skip_bad``)."""
     images_dir = Path(images_dir).resolve()
-    labels_path = Path(labels) if labels else find_labels_file(images_dir)
+    try:
+        labels_path = Path(labels) if labels else find_labels_file(images_dir)
+    except LabelsFileNotFound as exc:
+        raise FileNotFoundError(f"{exc}; name it with --labels") from None
     rows, problems = read_labels_file(labels_path)
     good: list[tuple[bytes, str, str]] = []
     for row in _with_progress(rows, progress, labels_path.name):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LABEL_FILE_SUFFIXES = (".tsv", ".txt", ".csv", ".jsonl")
+# Names that mark "the" labels file when a folder holds several candidates.
+PREFERRED_STEMS = frozenset({"labels", "label", "gt", "annotations", "metadata", "manifest", "train"})
 _PATH_KEYS = ("image", "image_path", "file", "path", "file_name")
 
 
@@ -33,6 +35,23 @@ class LabelProblem:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
+
+
+class LabelsFileNotFound(FileNotFoundError):
+    """A folder without exactly one labels file; ``candidates`` names what was there."""
+
+    def __init__(self, folder: Path, suffixes: tuple[str, ...], candidates: list[str]) -> None:
+        super().__init__(f"expected one labels file ({', '.join(suffixes)}) in {folder}, found {candidates or 'none'}")
+        self.candidates = candidates
+
+
+def find_labels_file(folder: Path, suffixes: tuple[str, ...] = LABEL_FILE_SUFFIXES) -> Path:
+    """The one file in ``folder`` with one of ``suffixes``, a preferred name winning among several."""
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    found = [p for p in found if p.stem.lower() in PREFERRED_STEMS] or found
+    if len(found) != 1:
+        raise LabelsFileNotFound(folder, suffixes, [p.name for p in found])
+    return found[0]
 
 
 def parse_labels(content: str, suffix: str) -> tuple[list[LabelRow], list[LabelProblem]]:

@@ -1,0 +1,276 @@
+"""Dataset URIs -> a local path: local roots checked, hub/S3/HTTPS downloaded, archives unpacked safely.
+
+``check_uri_allowed`` runs the checks that need no network (at submit time, so a bad
+URI is a 422); ``fetch`` does the rest in the worker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.parse
+from pathlib import Path, PurePosixPath
+
+from ocrtune_shared.archives import ArchiveError, is_archive, safe_extract
+from ocrtune_shared.errors import ErrorCode
+from ocrtune_trainer.datasets.rows import DatasetError
+from ocrtune_trainer.settings import TrainerSettings
+
+# Cloud metadata endpoints that are not link-local (AWS IPv6, Alibaba); link-local is refused wholesale.
+METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+MAX_REDIRECTS = 5
+
+
+def uri_scheme(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if "://" in uri else ""
+
+
+def local_path_of(uri: str) -> Path:
+    if uri_scheme(uri) == "file":
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise DatasetError(ErrorCode.uri_not_allowed, "file:// URIs must not name a host", uri)
+        return Path(urllib.parse.unquote(parsed.path))
+    return Path(uri)
+
+
+def check_local_allowed(path: Path, settings: TrainerSettings, uri: str) -> Path:
+    """The resolved ``path`` if it lies under one of the configured data roots."""
+    if not path.is_absolute():
+        raise DatasetError(ErrorCode.uri_not_allowed, "local dataset paths must be absolute", uri)
+    resolved = path.resolve()
+    roots = [root.resolve() for root in settings.data_roots]
+    if not roots:
+        raise DatasetError(
+            ErrorCode.uri_not_allowed,
+            "local paths are disabled: the trainer has no data roots (set OCRTUNE_TRAINER_DATA_ROOTS)",
+            uri,
+        )
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise DatasetError(
+            ErrorCode.uri_not_allowed,
+            f"{resolved} is outside the allowed data roots ({', '.join(map(str, roots))})",
+            uri,
+        )
+    return resolved
+
+
+def check_address_allowed(address: str, uri: str) -> None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    for candidate in (ip, mapped):
+        if candidate is not None and (candidate.is_link_local or candidate in METADATA_ADDRESSES):
+            raise DatasetError(
+                ErrorCode.uri_not_allowed,
+                f"refusing to fetch from {address}: link-local and cloud metadata addresses are not allowed",
+                uri,
+            )
+
+
+def check_host_allowed(host: str, uri: str, *, resolve: bool = True) -> None:
+    """Refuse hosts that are, or resolve to, link-local/metadata addresses."""
+    host = host.strip("[]")
+    try:
+        check_address_allowed(host, uri)
+        return
+    except ValueError:
+        pass  # not an IP literal: a name
+    if not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot resolve host {host!r} ({exc.strerror})", uri
+        ) from None
+    for info in infos:
+        check_address_allowed(str(info[4][0]), uri)
+
+
+def check_uri_allowed(uri: str, settings: TrainerSettings) -> None:
+    """The checks that need no network: run at submit time so a bad URI is a 422."""
+    scheme = uri_scheme(uri)
+    if scheme in ("", "file"):
+        check_local_allowed(local_path_of(uri), settings, uri)
+    elif scheme == "hf":
+        _parse_hf(uri)
+    elif scheme == "s3":
+        if not urllib.parse.urlparse(uri).netloc:
+            raise DatasetError(ErrorCode.uri_not_allowed, "s3:// URIs need a bucket: s3://bucket/key", uri)
+    elif scheme in ("http", "https"):
+        host = urllib.parse.urlparse(uri).hostname
+        if not host:
+            raise DatasetError(ErrorCode.uri_not_allowed, "the URL has no host", uri)
+        check_host_allowed(host, uri, resolve=False)
+    else:
+        raise DatasetError(ErrorCode.uri_not_allowed, f"scheme {scheme!r} is not supported", uri)
+
+
+def fetch(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
+    """A local path holding the dataset ``uri`` names (downloaded and unpacked as needed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    scheme = uri_scheme(uri)
+    if scheme in ("", "file"):
+        path = check_local_allowed(local_path_of(uri), settings, uri)
+        if not path.exists():
+            raise DatasetError(ErrorCode.dataset_unreachable, f"{path} does not exist (404)", uri)
+    elif scheme == "hf":
+        path = _fetch_hf(uri, workdir)
+    elif scheme in ("http", "https"):
+        path = _fetch_http(uri, workdir, settings)
+    else:
+        path = _fetch_fsspec(uri, workdir, settings)
+    if path.is_file() and is_archive(path):
+        path = extract_archive(path, workdir / f"unpacked-{len(list(workdir.glob('unpacked-*')))}", settings)
+    return path
+
+
+def _parse_hf(uri: str) -> tuple[str, str | None]:
+    rest = uri.split("://", 1)[1]
+    parts = [p for p in rest.split("/") if p]
+    if len(parts) < 3 or parts[0] != "datasets":
+        raise DatasetError(
+            ErrorCode.uri_not_allowed, "hub URIs look like hf://datasets/<owner>/<name>[/<file or folder>]", uri
+        )
+    if any(p in ("..", ".") for p in parts):
+        raise DatasetError(ErrorCode.uri_not_allowed, "hub URIs must not contain '..'", uri)
+    return f"{parts[1]}/{parts[2]}", "/".join(parts[3:]) or None
+
+
+def _fetch_hf(uri: str, workdir: Path) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, inner = _parse_hf(uri)
+    patterns = [inner, f"{inner}/*", f"{inner}/**"] if inner else None
+    try:
+        snapshot = Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns))
+    except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: test it first
+        raise DatasetError(
+            ErrorCode.dataset_unreachable,
+            f"dataset repo {repo_id!r} is not in the local hub cache and the hub cannot be reached (offline)",
+            uri,
+        ) from exc
+    except GatedRepoError as exc:
+        raise DatasetError(ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} is gated: {exc}", uri) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"dataset repo {repo_id!r} not found on the hub (404)", uri
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot download {repo_id!r} from the hub: {exc}", uri
+        ) from exc
+    path = snapshot / inner if inner else snapshot
+    if not path.exists():
+        raise DatasetError(ErrorCode.dataset_unreachable, f"{inner!r} is not in dataset repo {repo_id!r} (404)", uri)
+    return path
+
+
+def _file_name_from_url(uri: str, default: str = "download") -> str:
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(uri).path)).name
+    safe = "".join(c for c in name if c.isalnum() or c in "._-")
+    return safe.lstrip(".") or default
+
+
+def _fetch_http(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
+    import httpx
+
+    target = workdir / "downloads" / _file_name_from_url(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    url = uri
+    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0)) as client:
+        for _ in range(MAX_REDIRECTS + 1):
+            parsed = urllib.parse.urlparse(url)
+            # Checked on every hop: a redirect to 169.254.169.254 is the classic way round a one-time check.
+            check_host_allowed(parsed.hostname or "", uri)
+            try:
+                with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = urllib.parse.urljoin(url, response.headers.get("location", ""))
+                        continue
+                    if response.status_code == 404:
+                        raise DatasetError(ErrorCode.dataset_unreachable, f"{url} answered 404 Not Found", uri)
+                    if response.status_code >= 400:
+                        raise DatasetError(
+                            ErrorCode.dataset_unreachable, f"{url} answered HTTP {response.status_code}", uri
+                        )
+                    written = 0
+                    with open(target, "wb") as handle:
+                        for chunk in response.iter_bytes(1 << 20):
+                            written += len(chunk)
+                            if written > settings.max_download_bytes:
+                                raise DatasetError(
+                                    ErrorCode.dataset_invalid,
+                                    f"download is larger than the limit of {settings.max_download_bytes} bytes",
+                                    uri,
+                                )
+                            handle.write(chunk)
+                    return target
+            except httpx.HTTPError as exc:
+                raise DatasetError(
+                    ErrorCode.dataset_unreachable, f"cannot reach {parsed.netloc}: {exc or type(exc).__name__}", uri
+                ) from exc
+    raise DatasetError(ErrorCode.dataset_unreachable, f"more than {MAX_REDIRECTS} redirects", uri)
+
+
+def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
+    import fsspec
+
+    scheme = uri_scheme(uri)
+    options: dict = {}
+    if scheme == "s3" and settings.s3_endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
+        check_host_allowed(urllib.parse.urlparse(settings.s3_endpoint_url).hostname or "", uri)
+    target_root = workdir / "downloads"
+    target_root.mkdir(parents=True, exist_ok=True)
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        if not fs.exists(path):
+            raise DatasetError(ErrorCode.dataset_unreachable, f"{uri} does not exist (404)", uri)
+        if fs.isdir(path):
+            target = target_root / (PurePosixPath(path).name or "dataset")
+            total = sum(info.get("size", 0) or 0 for info in fs.find(path, detail=True).values())
+            if total > settings.max_download_bytes:
+                raise DatasetError(
+                    ErrorCode.dataset_invalid,
+                    f"folder holds {total} bytes, above the limit of {settings.max_download_bytes}",
+                    uri,
+                )
+            fs.get(path.rstrip("/") + "/", str(target), recursive=True)
+        else:
+            size = fs.size(path) or 0
+            if size > settings.max_download_bytes:
+                raise DatasetError(
+                    ErrorCode.dataset_invalid,
+                    f"file is {size} bytes, above the limit of {settings.max_download_bytes}",
+                    uri,
+                )
+            target = target_root / (_file_name_from_url(uri))
+            fs.get(path, str(target))
+        return target
+    except DatasetError:
+        raise
+    except FileNotFoundError as exc:
+        raise DatasetError(ErrorCode.dataset_unreachable, f"{uri} does not exist (404)", uri) from exc
+    except PermissionError as exc:
+        raise DatasetError(ErrorCode.dataset_unreachable, f"access denied: {exc}", uri) from exc
+    except Exception as exc:  # botocore/aiohttp raise many unrelated types for "cannot connect"
+        raise DatasetError(
+            ErrorCode.dataset_unreachable, f"cannot read {uri}: {type(exc).__name__}: {exc}", uri
+        ) from exc
+
+
+def extract_archive(archive: Path, target: Path, settings: TrainerSettings) -> Path:
+    """Unpack ``archive`` into ``target`` after checking every member; return the dataset folder inside."""
+    try:
+        return safe_extract(archive, target, max_bytes=settings.max_extract_bytes)
+    except ArchiveError as exc:
+        raise DatasetError(ErrorCode.dataset_invalid, str(exc), archive.name) from None
