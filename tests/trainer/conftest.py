@@ -120,7 +120,7 @@ def data_layouts(tmp_path_factory: pytest.TempPathFactory, synthetic_samples: li
     (bad_images / "images" / "000002.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     d.paths["corrupt_image"] = bad_images
     empty_text = root / "empty_text" / "train.parquet"
-    from ocrtune_client.dataset_builder import write_image_parquet
+    from ocrtune_shared.image_parquet import write_image_parquet
 
     rows = [(s.png, f"{i}.png", s.text) for i, s in enumerate(samples[:4])]
     rows[3] = (rows[3][0], rows[3][1], "   ")

@@ -8,18 +8,13 @@ row is reported by its line number in the labels file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocrtune_shared.image_parquet import write_image_parquet
 from ocrtune_shared.images import ImageDecodeError, decode_image
 from ocrtune_shared.labels import LabelProblem, LabelsFileNotFound, find_labels_file, read_labels_file
-
-HF_IMAGE_FEATURES = {
-    "info": {"features": {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}}
-}
-
 
 @dataclass
 class BuildReport:
@@ -70,25 +65,6 @@ def build_parquet(
     report.output = write_image_parquet(good, output)
     report.rows_written = len(good)
     return report
-
-
-def write_image_parquet(records: Iterable[tuple[bytes, str | None, str]], output: Path | str) -> Path:
-    """Write ``(encoded image, original path, text)`` records in the HF ``Image`` + ``text`` layout."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    records = list(records)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    table = pa.table(
-        {
-            "image": pa.array([{"bytes": d, "path": p} for d, p, _ in records], type=image_type),
-            "text": pa.array([t for _, _, t in records], type=pa.string()),
-        }
-    ).replace_schema_metadata({"huggingface": json.dumps(HF_IMAGE_FEATURES)})
-    pq.write_table(table, output)
-    return output
 
 
 def _with_progress(rows: list, enabled: bool, label: str) -> Iterable:

@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ocrtune_devkit.charset import CJK_CHARS, DIGITS, LOOKALIKES, PUNCTUATION, READER_HANZI, READER_SYMBOLS
+from ocrtune_shared.image_parquet import write_image_parquet
 
 FONT_DIRS = tuple(
     Path(d) for d in (os.environ.get("OCRTUNE_FONT_DIR", ""), "/usr/share/fonts/opentype/noto") if d
@@ -107,9 +108,6 @@ def make_samples(count: int, *, seed: int = 0, noise: bool = True, unique: bool 
 
 
 def write_parquet(samples: list[Sample], path: Path | str) -> Path:
-    # Imported here: the pre-training script renders lines on a GPU machine without the client.
-    from ocrtune_client.dataset_builder import write_image_parquet
-
     return write_image_parquet(((s.png, f"{i:06d}.png", s.text) for i, s in enumerate(samples)), path)
 
 
