@@ -36,6 +36,7 @@ def engine_args(settings: Any, model_dir: str, family_kwargs: dict[str, Any]) ->
         dtype=settings.dtype,
         max_model_len=settings.max_model_len,
         max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
         enable_lora=True,
         max_loras=settings.max_loras,
         max_cpu_loras=max(settings.max_cpu_loras, settings.max_loras),

@@ -40,6 +40,11 @@ class InferenceSettings(BaseSettings):
     dtype: str = "auto"
     max_model_len: int = Field(default=4096, ge=16)
     max_num_seqs: int = Field(default=64, ge=1)
+    max_num_batched_tokens: int | None = Field(
+        default=None, ge=16,
+        description="Tokens one engine step may schedule (prefill chunks, and the image encoder's budget);"
+        " vLLM's default (2048 on a GPU) encodes only a few images a step",
+    )
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     enforce_eager: bool = Field(default=False, description="Always on for the CPU engine")
     url_fetch_timeout_s: float = Field(default=20.0, gt=0)
