@@ -6,7 +6,7 @@ import base64
 
 import openai
 import pytest
-from inference_http import FIXED_TEXTS
+from inference_http import FIXED_TEXTS, ocr
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,9 @@ def test_stream_follows_the_openai_chunks(oai, line_images) -> None:
     [
         ({"temperature": 0.7}, "temperature"),
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),  # not implemented: refused, not ignored
+        ({"presence_penalty": 0.5}, "presence_penalty"),  # not implemented: refused, not ignored
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream
     ],
 )
@@ -89,3 +91,50 @@ def test_unsupported_chat_fields_are_refused(client, line_images, extra, where) 
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert where in (error.get("where") or "") + error["message"]
+
+
+def _check_greedy_logprobs(tokens, text: str, top: int) -> None:
+    """Greedy decoding: each chosen token is the most likely one, and the tokens spell the answer.
+
+    The last token may be the end-of-turn token, which has a log-probability but no text.
+    """
+    spelled = "".join(t.token for t in tokens)
+    assert spelled == text or (spelled.startswith(text) and tokens[-1].token == spelled[len(text):]), (spelled, text)
+    for t in tokens:
+        assert t.logprob <= 0 and len(t.top_logprobs) == top
+        assert t.top_logprobs[0].token == t.token and abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+        assert bytes(t.bytes) == t.token.encode()
+
+
+def test_chat_logprobs_follow_the_openai_types(oai, line_images) -> None:
+    answer = oai.chat.completions.create(model="a1", max_tokens=16, logprobs=True, top_logprobs=3,
+                                         messages=_image_message(line_images[3]))
+    content = answer.choices[0].message.content
+    assert content == FIXED_TEXTS["a1"]
+    tokens = answer.choices[0].logprobs.content
+    _check_greedy_logprobs(tokens, content, 3)
+    plain = oai.chat.completions.create(model="a1", max_tokens=16, messages=_image_message(line_images[3]))
+    assert plain.choices[0].logprobs is None
+
+
+def test_streamed_logprobs_arrive_with_their_deltas(oai, line_images) -> None:
+    stream = oai.chat.completions.create(model="a2", max_tokens=16, stream=True, logprobs=True, top_logprobs=2,
+                                         messages=_image_message(line_images[4]))
+    chunks = [c for c in stream if c.choices]
+    tokens = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert content == FIXED_TEXTS["a2"]
+    _check_greedy_logprobs(tokens, content, 2)
+
+
+def test_ocr_returns_a_confidence_per_character(client, line_images) -> None:
+    response = ocr(client, line_images[5], "a4", logprobs=1)
+    assert response.status_code == 200, response.text
+    page = response.json()["pages"][0]
+    assert page["text"] == FIXED_TEXTS["a4"]
+    assert len(page["logprobs"]) == page["usage"]["completion_tokens"]
+    assert "".join(t["token"] for t in page["logprobs"]).startswith(page["text"])
+    assert all(len(t["top_logprobs"]) == 1 and t["logprob"] <= 0 for t in page["logprobs"])
+    without = ocr(client, line_images[5], "a4").json()["pages"][0]
+    assert without["logprobs"] is None and without["text"] == page["text"]

@@ -16,6 +16,7 @@ from ocrtune_shared.image_parquet import write_image_parquet
 from ocrtune_shared.images import ImageDecodeError, decode_image
 from ocrtune_shared.labels import LabelProblem, LabelsFileNotFound, find_labels_file, read_labels_file
 
+
 @dataclass
 class BuildReport:
     output: Path | None

@@ -33,6 +33,11 @@ class OCROptions(BaseModel):
     resolution: ResolutionMode = ResolutionMode.auto
     max_tokens: int = Field(default=512, ge=1, le=8192)
     stream: bool = False
+    logprobs: int | None = Field(
+        default=None, ge=0, le=20,
+        description="Also return each generated token's log-probability (a confidence per character) and this"
+        " many most likely alternatives; absent: none",
+    )
 
 
 class OCRJSONRequest(OCROptions):
@@ -54,6 +59,19 @@ class OCRJSONRequest(OCROptions):
     }
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """One generated token: its text, its log-probability, and the most likely tokens at its place."""
+
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list, description="Best first; the chosen one included")
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -64,6 +82,7 @@ class PageResult(BaseModel):
     text: str
     usage: Usage
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = Field(default=None, description="Per generated token, when asked for")
 
 
 class OCRResponse(BaseModel):
@@ -95,5 +114,6 @@ class OCRStreamEvent(BaseModel):
 
     page: int
     delta: str = ""
+    logprobs: list[TokenLogprob] | None = Field(default=None, description="The delta's tokens, when asked for")
     done: bool = False
     response: OCRResponse | None = None

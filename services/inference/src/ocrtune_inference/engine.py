@@ -12,6 +12,7 @@ from vllm import SamplingParams
 from vllm.lora.request import LoRARequest
 
 from ocrtune_inference.families import EnginePrompt
+from ocrtune_shared.ocr import TokenLogprob, TopLogprob
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Generation:
     completion_tokens: int
     finished: bool
     finish_reason: str | None
+    logprobs: list[TokenLogprob] | None = None
+    """The delta's tokens, when log-probabilities were asked for."""
 
 
 def engine_args(settings: Any, model_dir: str, family_kwargs: dict[str, Any]) -> Any:
@@ -67,10 +70,16 @@ class OCREngine:
         return not self._llm.errored
 
     async def generate(
-        self, prompt: EnginePrompt, *, max_tokens: int, lora: LoRARequest | None
+        self, prompt: EnginePrompt, *, max_tokens: int, lora: LoRARequest | None, top_logprobs: int | None = None
     ) -> AsyncIterator[Generation]:
-        """Greedy decoding of one prompt; yields as text arrives."""
-        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, output_kind=_delta_kind())
+        """Greedy decoding of one prompt; yields as text arrives.
+
+        ``top_logprobs``: also report each token's log-probability and that many alternatives
+        (0: the token's own only); None: none (vLLM then computes none).
+        """
+        params = SamplingParams(
+            temperature=0.0, max_tokens=max_tokens, output_kind=_delta_kind(), logprobs=top_logprobs
+        )
         request_id = f"ocr-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         text, completion_tokens, prompt_tokens = "", 0, 0
         self.in_flight += 1
@@ -87,6 +96,8 @@ class OCREngine:
                     completion_tokens=completion_tokens,
                     finished=output.finished,
                     finish_reason=piece.finish_reason,
+                    logprobs=None if top_logprobs is None
+                    else _token_logprobs(piece.token_ids, piece.logprobs, top_logprobs),
                 )
         finally:
             self.in_flight -= 1
@@ -102,6 +113,21 @@ class OCREngine:
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+
+
+def _token_logprobs(token_ids: Any, positions: Any, top: int) -> list[TokenLogprob]:
+    """vLLM's per-position ``{token id: Logprob}`` (the chosen token plus the top ranks) as ``TokenLogprob``s."""
+    out = []
+    for token_id, position in zip(token_ids, positions or (), strict=False):
+        chosen = position[token_id]
+        ranked = sorted((lp for lp in position.values() if lp.rank is not None and lp.rank <= top),
+                        key=lambda lp: lp.rank)
+        out.append(TokenLogprob(
+            token=chosen.decoded_token or "",
+            logprob=chosen.logprob,
+            top_logprobs=[TopLogprob(token=lp.decoded_token or "", logprob=lp.logprob) for lp in ranked],
+        ))
+    return out
 
 
 def _delta_kind() -> Any:

@@ -14,7 +14,7 @@ from ocrtune_inference.engine import Generation, OCREngine
 from ocrtune_inference.families import EnginePrompt, ModelFamily
 from ocrtune_inference.metrics import BASE_LABEL, ServiceMetrics
 from ocrtune_shared.errors import ErrorCode, ServiceError
-from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent, PageResult, Usage
+from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent, PageResult, TokenLogprob, Usage
 
 PAGE_SEPARATOR = "\f"
 
@@ -37,11 +37,12 @@ class OCRService:
         self.catalog.mark_used(adapter)
         return adapter
 
-    async def _generate(self, prompt: EnginePrompt, max_tokens: int, adapter: ServedAdapter | None) -> AsyncIterator[Generation]:
+    async def _generate(self, prompt: EnginePrompt, options: OCROptions, adapter: ServedAdapter | None) -> AsyncIterator[Generation]:
         self.metrics.in_flight.set(self.engine.in_flight + 1)
         try:
             async for generation in self.engine.generate(
-                prompt, max_tokens=max_tokens, lora=adapter.lora if adapter else None
+                prompt, max_tokens=options.max_tokens, lora=adapter.lora if adapter else None,
+                top_logprobs=options.logprobs,
             ):
                 yield generation
         except ServiceError:
@@ -55,15 +56,12 @@ class OCRService:
 
     async def _page(self, number: int, prompt: EnginePrompt, options: OCROptions, adapter: ServedAdapter | None) -> PageResult:
         last: Generation | None = None
-        async for generation in self._generate(prompt, options.max_tokens, adapter):
+        logprobs: list[TokenLogprob] = []
+        async for generation in self._generate(prompt, options, adapter):
             last = generation
+            logprobs += generation.logprobs or []
         assert last is not None, "the engine finished without output"
-        return PageResult(
-            page=number,
-            text=last.text,
-            usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
-            finish_reason=last.finish_reason,
-        )
+        return _page_result(number, last, logprobs if options.logprobs is not None else None)
 
     def _response(self, pages: list[PageResult], adapter: ServedAdapter | None, started: float) -> OCRResponse:
         label = adapter.ref if adapter else BASE_LABEL
@@ -105,7 +103,8 @@ class OCRService:
         return self._response(list(results), adapter, started)
 
     async def stream(
-        self, pages: list[Image.Image], options: OCROptions, adapter: ServedAdapter | None
+        self, pages: list[Image.Image], options: OCROptions, adapter: ServedAdapter | None,
+        *, instruction: str | None = None,
     ) -> AsyncIterator[OCRStreamEvent]:
         """Text deltas page by page, then one ``done`` event carrying the whole response."""
         started = time.perf_counter()
@@ -113,18 +112,13 @@ class OCRService:
         try:
             for number, page in enumerate(pages, start=1):
                 last: Generation | None = None
-                async for last in self._generate(self._prompt(page, options, None), options.max_tokens, adapter):
-                    if last.delta:
-                        yield OCRStreamEvent(page=number, delta=last.delta)
+                logprobs: list[TokenLogprob] = []
+                async for last in self._generate(self._prompt(page, options, instruction), options, adapter):
+                    logprobs += last.logprobs or []
+                    if last.delta or last.logprobs:
+                        yield OCRStreamEvent(page=number, delta=last.delta, logprobs=last.logprobs)
                 assert last is not None, "the engine finished without output"
-                results.append(
-                    PageResult(
-                        page=number,
-                        text=last.text,
-                        usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
-                        finish_reason=last.finish_reason,
-                    )
-                )
+                results.append(_page_result(number, last, logprobs if options.logprobs is not None else None))
         except Exception:
             self.failed(adapter)
             raise
@@ -137,3 +131,13 @@ class OCRService:
             return self.family.prompt(page, options)
         except ValueError as exc:  # an option the served family lacks (e.g. a DeepSeek-OCR-2 resolution mode)
             raise ServiceError(422, ErrorCode.invalid_request, str(exc)) from None
+
+
+def _page_result(number: int, last: Generation, logprobs: list[TokenLogprob] | None) -> PageResult:
+    return PageResult(
+        page=number,
+        text=last.text,
+        usage=Usage(prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens),
+        finish_reason=last.finish_reason,
+        logprobs=logprobs,
+    )

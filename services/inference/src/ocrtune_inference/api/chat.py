@@ -21,7 +21,7 @@ from ocrtune_inference.api.errors import ERROR_RESPONSES
 from ocrtune_inference.api.uploads import load_source
 from ocrtune_inference.documents import load_pages
 from ocrtune_shared.errors import ErrorCode, ServiceError
-from ocrtune_shared.ocr import OCROptions
+from ocrtune_shared.ocr import OCROptions, TokenLogprob
 
 router = APIRouter(tags=["openai"])
 
@@ -57,6 +57,10 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(default=None, ge=1, le=1, description="1 or absent: one transcription per image")
     stream: bool = False
     stream_options: StreamOptions | None = Field(default=None, description="With stream: include_usage")
+    logprobs: bool = Field(default=False, description="Return each output token's log-probability")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position"
+    )
 
     model_config = {
         # A field we do not implement is refused by name, not silently ignored.
@@ -85,9 +89,25 @@ class ChoiceMessage(BaseModel):
     content: str
 
 
+class ChatTopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: list[ChatTokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int = 0
     message: ChoiceMessage
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None
 
 
@@ -104,6 +124,20 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: ChatUsage
+
+
+def _openai_logprobs(tokens: list[TokenLogprob] | None, top: int) -> ChoiceLogprobs | None:
+    """Our per-token log-probabilities in OpenAI's ``choices[].logprobs`` shape."""
+    if tokens is None:
+        return None
+    return ChoiceLogprobs(content=[
+        ChatTokenLogprob(
+            token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
+            top_logprobs=[ChatTopLogprob(token=a.token, logprob=a.logprob, bytes=list(a.token.encode()))
+                          for a in t.top_logprobs[:top]],
+        )
+        for t in tokens
+    ])
 
 
 def _image_and_instruction(request: ChatCompletionRequest) -> tuple[str, str]:
@@ -133,6 +167,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     if body.stream_options is not None and not body.stream:
         raise ServiceError(422, ErrorCode.invalid_request, "stream_options is only allowed with stream: true",
                            "stream_options")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ServiceError(422, ErrorCode.invalid_request, "top_logprobs is only allowed with logprobs: true",
+                           "top_logprobs")
+    top = body.top_logprobs or 0
     url, instruction = _image_and_instruction(body)
     adapter = await service.adapter_for(body.model)
     data = await load_source(None, url, settings)
@@ -140,7 +178,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         load_pages, data, max_pixels=settings.max_image_pixels, max_pages=1, pdf_scale=settings.pdf_render_scale,
         where="image_url",
     )
-    options = OCROptions(max_tokens=body.max_completion_tokens or body.max_tokens or 512)
+    options = OCROptions(max_tokens=body.max_completion_tokens or body.max_tokens or 512,
+                         logprobs=top if body.logprobs else None)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = adapter.ref if adapter else service.model_name
@@ -159,12 +198,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
             # As OpenAI and vLLM do: the first chunk names the role, with empty content.
             yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             usage = None
-            async for event in service.stream(pages, options.model_copy(update={"prompt": instruction or None}), adapter):
+            async for event in service.stream(pages, options, adapter, instruction=instruction):
                 delta = {"content": event.delta} if not event.done else {}
                 finish = event.response.pages[-1].finish_reason if event.done and event.response else None
                 if event.done and event.response:
                     usage = event.response.usage
-                yield chunk([{"index": 0, "delta": delta, "finish_reason": finish}])
+                choice: dict = {"index": 0, "delta": delta, "finish_reason": finish}
+                if body.logprobs:
+                    logprobs = _openai_logprobs(event.logprobs or [], top)
+                    choice["logprobs"] = logprobs.model_dump() if logprobs and not event.done else None
+                yield chunk([choice])
             if include_usage and usage is not None:
                 # stream_options.include_usage: one last chunk, no choices, the request's usage.
                 yield chunk([], usage={"prompt_tokens": usage.prompt_tokens,
@@ -178,7 +221,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         id=completion_id,
         created=created,
         model=model,
-        choices=[Choice(message=ChoiceMessage(content=result.text), finish_reason=result.pages[0].finish_reason)],
+        choices=[Choice(message=ChoiceMessage(content=result.text), finish_reason=result.pages[0].finish_reason,
+                        logprobs=_openai_logprobs(result.pages[0].logprobs, top))],
         usage=ChatUsage(
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,
