@@ -22,6 +22,7 @@ from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobProgress, LossPoint
 from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetError, DatasetRow
+from ocrtune_trainer.frozen_vision import image_features_without_autograd, is_vision_module
 from ocrtune_trainer.settings import Precision, TrainerSettings
 
 ProgressSink = Callable[[JobProgress, "LossPoint | None"], None]
@@ -73,14 +74,14 @@ def language_model_targets(model: Any, names: list[str]) -> list[str] | str:
     wanted = set(names)
     linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     matched = [n for n in linear_names if n.rsplit(".", 1)[-1] in wanted]
-    in_language_model = [n for n in matched if "language_model" in n or not _is_vision(n)]
+    in_language_model = [n for n in matched if "language_model" in n or not is_vision_module(n)]
     found = {n.rsplit(".", 1)[-1] for n in in_language_model}
     missing = sorted(wanted - found)
     if missing:
         raise DatasetError(
             ErrorCode.invalid_request,
             f"target modules {missing} are not linear layers of this model's language model "
-            f"(it has e.g. {sorted({n.rsplit('.', 1)[-1] for n in linear_names if not _is_vision(n)})[:12]})",
+            f"(it has e.g. {sorted({n.rsplit('.', 1)[-1] for n in linear_names if not is_vision_module(n)})[:12]})",
             "hyperparameters.target_modules",
         )
     if len(in_language_model) == len(matched):
@@ -88,10 +89,6 @@ def language_model_targets(model: Any, names: list[str]) -> list[str] | str:
     prefix = "language_model" if any("language_model" in n for n in in_language_model) else ""
     alternatives = "|".join(re.escape(n) for n in names)
     return rf".*{prefix}.*\.({alternatives})$"
-
-
-def _is_vision(module_name: str) -> bool:
-    return any(part in module_name for part in ("visual", "vision", "sam_model", "qwen2_model", "projector"))
 
 
 def optimizer_name(hp: HyperParameters, runtime: Runtime) -> str:
@@ -282,6 +279,7 @@ def train_adapter(
         peft_config=lora,
         callbacks=[callback],
     )
+    image_features_without_autograd(trainer.model)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress goes to the job store, not to stdout
