@@ -86,6 +86,21 @@ def test_fused_expert_lora_split_reproduces_peft_delta_exactly(tiny_deepseek_ocr
     np.testing.assert_array_equal(converted[key.replace("language_model.", "")].array, original[key].array)
 
 
+def test_experts_only_adapter_splits_by_the_shapes_of_its_two_fused_pairs(tiny_deepseek_ocr2, notebook_adapter, tmp_path):
+    """No linear module tells the hidden size: gate_up and down are told apart by how their shapes fit."""
+    from ocrtune_devkit.deepseek import make_random_adapter
+
+    experts_only = make_random_adapter(tiny_deepseek_ocr2, tmp_path / "ex", experts=True, linear=False, seed=1)
+    report = convert_adapter_folder(experts_only, tmp_path / "vllm")
+    assert report.routed_experts and set(report.target_modules) == {"gate_proj", "up_proj", "down_proj"}
+    # The same per-expert tensors, shape for shape, as the notebook adapter (linear modules + experts) gives.
+    convert_adapter_folder(notebook_adapter, tmp_path / "nb")
+    alone, full = (read_safetensors(tmp_path / d / "adapter_model.safetensors") for d in ("vllm", "nb"))
+    assert alone and all(".mlp.experts." in k for k in alone)
+    for key, tensor in alone.items():
+        assert tensor.array.shape == full[key].array.shape
+
+
 def test_bf16_adapters_convert_without_touching_values(tmp_path):
     rng = np.random.default_rng(0)
     words = rng.integers(0, 2**16, size=(8, 32), dtype=np.uint16)

@@ -356,13 +356,17 @@ EXPERT_TARGET_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
 
 
 def make_random_adapter(
-    native_dir: Path | str, out_dir: Path | str, *, experts: bool, seed: int = 0, rank: int = 16, scale: float = 0.5
+    native_dir: Path | str, out_dir: Path | str, *, experts: bool, seed: int = 0, rank: int = 16, scale: float = 0.5,
+    linear: bool = True,
 ) -> Path:
     """A PEFT adapter on the native checkpoint with random non-zero factors, saved as peft writes it.
 
     With ``experts`` it has the reference notebook's layout: attention + dense/shared MLP by
-    ``target_modules`` and fused-expert LoRA by ``target_parameters``.
+    ``target_modules`` and fused-expert LoRA by ``target_parameters``; ``linear=False`` leaves
+    out the former (routed experts only: what it changes, only expert LoRA can have changed).
     """
+    if not (experts or linear):
+        raise ValueError("an adapter needs linear targets, expert targets or both")
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, DeepseekOcr2ForConditionalGeneration
@@ -377,7 +381,7 @@ def make_random_adapter(
         r=rank,
         lora_alpha=rank,
         lora_dropout=0.0,
-        target_modules=LM_LORA_REGEX,
+        target_modules=LM_LORA_REGEX if linear else [],
         target_parameters=EXPERT_TARGET_PARAMETERS if experts else None,
         init_lora_weights=False,
     )

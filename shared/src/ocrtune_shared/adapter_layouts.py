@@ -220,6 +220,17 @@ def _infer_hidden_size(modules: dict[str, dict[str, RawTensor]]) -> int:
             return int(factors["lora_A.weight"].array.shape[1])
         if leaf in {"o_proj", "down_proj"} and not _EXPERT_MODULE.match(module):
             return int(factors["lora_B.weight"].array.shape[0])
+    # Experts only: a layer's two fused pairs fit one way round, gate_up (r*E, H) / (2I, r*E)
+    # with down (r*E, I) / (H, r*E).
+    for experts_module in {m.split(".base_layer")[0] for m in modules if _FUSED_EXPERTS.match(m)}:
+        pairs = [f for m, f in modules.items() if m.split(".base_layer")[0] == experts_module]
+        if len(pairs) != 2:
+            continue
+        for gate_up, down in (pairs, pairs[::-1]):
+            hidden = int(gate_up["lora_A.weight"].array.shape[1])
+            if (int(down["lora_B.weight"].array.shape[0]) == hidden
+                    and int(gate_up["lora_B.weight"].array.shape[0]) == 2 * int(down["lora_A.weight"].array.shape[1])):
+                return hidden
     raise AdapterLayoutError("cannot tell gate_up from down in fused experts without hidden_size", sorted(modules))
 
 
