@@ -8,8 +8,8 @@ Prints (targets.md):
 - mixed adapters: images/s with requests spread over 4 adapters / all on one adapter (goal >= 0.9);
 - hot-load: first request to a freshly published adapter minus a warm request to it (goal <= 1 s);
 - parity: every answer of a mixed batch (base + 4 adapters, concurrent) against the same request
-  sent alone; a differing answer is called ``wrong adapter`` when it is closer to another
-  route's answer than to its own, else a ``numeric divergence`` (where it first differs);
+  sent alone, judged on the log-probabilities the service returns (``parity.py``): a wrong
+  adapter shows in the first step's distribution, a bf16 near-tie flip does not;
 - throughput: images/s at each ``--concurrency`` (lines, and with ``--pages N`` A4 receipt
   pages, as pages/day).
 
@@ -62,10 +62,12 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import parity  # noqa: E402
 
 ADAPTER_TEXTS = {"a0": "甲乙丙丁", "a1": "一二三四五", "a2": "日月年", "a3": "上下左右中", "a4": "金额合计元"}
 MIXED = ["a0", "a1", "a2", "a3"]
 PAGE_TOKENS = 512  # a random model never stops: every page answer is this long
+PARITY_TOP_LOGPROBS = 5
 MODELS = ("reader", "tiny", "deepseek-ocr2", "deepseek-ocr2-reduced")
 
 
@@ -237,23 +239,6 @@ def _start_server(settings, log: Path) -> subprocess.Popen:
     raise RuntimeError("service not ready in 600 s")
 
 
-def _prefix(a: str, b: str) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def classify(answer: str, own: str, others: list[str]) -> str:
-    """``same``, ``wrong adapter`` (closer to another route's answer than to its own) or ``diverged at N``."""
-    if answer == own:
-        return "same"
-    shared = _prefix(answer, own)
-    if any(answer == other or _prefix(answer, other) > shared for other in others):
-        return "wrong adapter"
-    return f"diverged at {shared}"
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, workload: Workload, raw: RawEngine, http, store, images) -> None:
         self.args, self.workload, self.raw, self.http, self.store = args, workload, raw, http, store
@@ -262,11 +247,17 @@ class Bench:
         self.wrong_fixed = 0
 
     async def post(self, png: bytes, adapter: str | None, max_tokens: int | None = None) -> str:
+        return (await self.ocr(png, adapter, max_tokens))["text"]
+
+    async def ocr(self, png: bytes, adapter: str | None, max_tokens: int | None = None,
+                  logprobs: int | None = None) -> dict:
         import aiohttp
 
         form = aiohttp.FormData()
         form.add_field("file", png, filename="p.png", content_type="image/png")
         form.add_field("max_tokens", str(max_tokens or self.args.max_tokens))
+        if logprobs is not None:
+            form.add_field("logprobs", str(logprobs))
         headers = {"X-Adapter": adapter} if adapter else {}
         async with self.http.post("/ocr", data=form, headers=headers) as response:
             body = await response.json()
@@ -274,37 +265,39 @@ class Bench:
         expected = self.workload.fixed_answers.get(adapter or "")
         if expected is not None and body["text"] != expected:
             self.wrong_fixed += 1
-        return body["text"]
+        return body
 
     async def http_run(self, pngs: list[bytes], route: Callable[[int], str | None], concurrency: int,
                        max_tokens: int | None = None) -> float:
         return await _pool(len(pngs), lambda i: self.post(pngs[i], route(i), max_tokens), concurrency)
 
     async def parity(self, concurrency: int) -> dict:
-        """Base + 4 adapters on the same images: each alone, then all at once, shuffled."""
+        """Base + 4 adapters on the same images: each alone, then all at once, shuffled (``parity.judge``)."""
         pngs = self.lines.take(self.args.parity_images)
         routes: list[str | None] = [None, *MIXED]
-        alone = {(i, r): await self.post(pngs[i], r) for i in range(len(pngs)) for r in routes}
+
+        async def steps(i: int, route: str | None) -> list[parity.Step]:
+            body = await self.ocr(pngs[i], route, logprobs=PARITY_TOP_LOGPROBS)
+            return parity.steps_of(body["pages"][0])
+
+        alone = {(i, r): await steps(i, r) for i in range(len(pngs)) for r in routes}
         jobs = [(i, r) for i in range(len(pngs)) for r in routes] * 2
         random.Random(7).shuffle(jobs)
-        answers: dict[int, str] = {}
+        answers: dict[int, list[parity.Step]] = {}
 
         async def one(k: int) -> None:
-            i, r = jobs[k]
-            answers[k] = await self.post(pngs[i], r)
+            answers[k] = await steps(*jobs[k])
 
         await _pool(len(jobs), one, concurrency)
-        verdicts = [classify(answers[k], alone[jobs[k]], [alone[(jobs[k][0], o)] for o in routes if o != jobs[k][1]])
+        verdicts = [parity.judge(answers[k], alone[jobs[k]], [alone[(jobs[k][0], o)] for o in routes if o != jobs[k][1]])
                     for k in range(len(jobs))]
         # An adapter that changes nothing would make the check blind.
-        effective = sum(alone[(i, r)] != alone[(i, None)] for i in range(len(pngs)) for r in MIXED)
+        effective = sum([s.token for s in alone[(i, r)]] != [s.token for s in alone[(i, None)]]
+                        for i in range(len(pngs)) for r in MIXED)
         return {
-            "requests": len(jobs),
-            "same": verdicts.count("same"),
-            "wrong_adapter": verdicts.count("wrong adapter"),
-            "diverged": sorted(v for v in verdicts if v.startswith("diverged")),
+            **parity.summary(verdicts),
             "adapter_answers_differing_from_base": f"{effective}/{len(pngs) * len(MIXED)}",
-            "example_alone": {str(r): alone[(0, r)][:60] for r in routes},
+            "example_alone": {str(r): "".join(s.token for s in alone[(0, r)])[:60] for r in routes},
         }
 
     async def measure(self) -> dict:
@@ -398,10 +391,13 @@ def report(args: argparse.Namespace, workload: Workload, info: dict, out: dict) 
     print(f"RATIO mixed/one adapter (goal >= 0.9)  : {med(mixed_one):.3f}  pairs {[round(x, 2) for x in mixed_one]}")
     print(f"HOT-LOAD extra s, first vs warm (<= 1) : {med(out['hot_extra_s']):.3f}  runs "
           f"{[round(x, 3) for x in out['hot_extra_s']]}")
-    parity = out["parity"]
-    print(f"PARITY mixed vs alone                  : {parity['same']}/{parity['requests']} identical, "
-          f"{parity['wrong_adapter']} wrong-adapter, divergences {parity['diverged']}; adapters change the answer "
-          f"in {parity['adapter_answers_differing_from_base']}")
+    check = out["parity"]
+    print(f"PARITY mixed vs alone                  : {check['wrong']} wrong of {check['requests']}; "
+          f"{check['same']} identical, {check['tie_partings']} parted at a near-tie (gaps, nats: "
+          f"{check['parting_gaps_nats']}); first-step distance to own route <= "
+          f"{check['first_step_distance_to_own_route_max']}, to other routes >= "
+          f"{check['first_step_distance_to_other_routes_min']}; adapters change the answer in "
+          f"{check['adapter_answers_differing_from_base']}")
     if workload.fixed_answers:
         print(f"fixed-answer adapters: {out['fixed_answer_mismatches']} answers differed from the taught text")
     for conc, entry in out["throughput"].items():

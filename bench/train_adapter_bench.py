@@ -179,15 +179,18 @@ def request_for(args: argparse.Namespace, targets: list[str]) -> Any:
 
 
 TRAINER_VARIANTS = {
-    "trainer_unmerged": "train_adapter with the job's micro-batches as asked (max_micro_batch=1)",
-    "trainer": "train_adapter as a job runs it (max_micro_batch: the settings' default, 8)",
+    "trainer_unmerged": ("train_adapter with the job's micro-batches as asked", {"max_micro_batch": 1}),
+    "trainer": ("train_adapter as a job runs it (the settings' defaults)", {}),
+    "trainer_mb8": ("a step's 8 samples in one micro-batch, no gradient checkpointing",
+                    {"max_micro_batch": 8, "gradient_checkpointing": False}),
+    "trainer_mb8_gc": ("the same with gradient checkpointing (the language model's layers recomputed in backward)",
+                       {"max_micro_batch": 8, "gradient_checkpointing": True}),
+    "trainer_mb4": ("micro-batches of 4, no gradient checkpointing", {"max_micro_batch": 4, "gradient_checkpointing": False}),
 }
 
 
 def trainer_variant(variant: str, args: argparse.Namespace, settings: Any) -> tuple[argparse.Namespace, Any]:
-    if variant == "trainer_unmerged":
-        return args, settings.model_copy(update={"max_micro_batch": 1})
-    return args, settings
+    return args, settings.model_copy(update=TRAINER_VARIANTS[variant][1])
 
 
 def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tuple[dict, list[list[dict]]]:
@@ -412,7 +415,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--targets", default="attn_mlp,experts", help="LoRA target sets: attn_mlp, experts")
-    parser.add_argument("--variants", default="trainer_unmerged,trainer,plain",
+    parser.add_argument("--variants", default="trainer_unmerged,trainer_mb8,trainer_mb8_gc,trainer_mb4,plain",
                         help="comma-separated: " + ", ".join(TRAINER_VARIANTS) + ", plain")
     parser.add_argument("--experts-impl", default=None, help="override load_base's experts implementation "
                         "(eager, grouped_mm, batched_mm); default: what load_base gives (reported)")
