@@ -420,6 +420,8 @@ def main() -> None:
     parser.add_argument("--parity-images", type=int, default=8, help="images of the mixed-vs-alone check")
     parser.add_argument("--pages", type=int, default=0, help="A4 pages per throughput run (0: none)")
     parser.add_argument("--expert-lora", action="store_true", help="deepseek models: adapters on routed experts too")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="tokens an engine step may schedule, both engines (default: vLLM's choice)")
     parser.add_argument("--samples", help="JSONL of rendered lines (bench_lines): read if present, else written")
     parser.add_argument("--render-only", action="store_true", help="render --samples (and pages), then exit")
     parser.add_argument("--out", help="write the JSON summary here too")
@@ -452,7 +454,8 @@ def main() -> None:
           flush=True)
     settings = InferenceSettings(
         model=str(workload.model_dir), adapter_store=str(store_root), port=_free_port(), max_loras=4, max_cpu_loras=8,
-        max_lora_rank=16, max_num_seqs=max(64, *args.concurrency), **workload.settings,
+        max_lora_rank=16, max_num_seqs=max(64, *args.concurrency), max_num_batched_tokens=args.max_num_batched_tokens,
+        **workload.settings,
     )
     images = {"lines": DistinctImages([png for _, png in lines])}
     if page_pngs:

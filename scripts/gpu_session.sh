@@ -7,10 +7,10 @@
 #   bash scripts/gpu_session.sh serve      bench/inference_bench.py on full-size DeepSeek-OCR-2
 #   bash scripts/gpu_session.sh train      bench/train_adapter_bench.py, full size, both target sets
 #
-# Inputs rendered here beforehand (the machine has no CJK fonts), carried as .gpudata/:
-#   .venv/bin/python bench/inference_bench.py --render-only --samples .gpudata/lines.jsonl --pages 4
-#   .venv/bin/python bench/train_adapter_bench.py --render-only --samples .gpudata/train_lines.jsonl
-# Environment: EXPERT_LORA=0 serves adapters without routed experts (if the notebook step failed).
+# Inputs rendered here beforehand (the machine has no CJK fonts), carried as .gpudata/ (13 MB) in
+# the first call that runs this script: bash scripts/gpu_data.sh (lines, pages, a cut of Noto Sans CJK).
+# Environment: EXPERT_LORA=0 serves adapters without routed experts (if the notebook step failed);
+# MAX_NUM_BATCHED_TOKENS (8192) for both engines of the serving bench.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -41,6 +41,7 @@ case "$step" in
     [ "${EXPERT_LORA:-1}" = 0 ] && experts=()
     timeout 570 python3 bench/inference_bench.py --model deepseek-ocr2 --samples "$DATA/lines.jsonl" \
       --pages 64 --concurrency 16,64 --max-tokens 32 --requests 128 --repeats 2 "${experts[@]}" \
+      --max-num-batched-tokens "${MAX_NUM_BATCHED_TOKENS:-8192}" \
       --out "$OUT/inference_bench_gpu.json" 2>&1 | tee "$OUT/inference_bench_gpu.log" \
       | grep -v -i "warn\|it/s\]" | tail -60
     ;;
