@@ -1,4 +1,5 @@
-"""``serve`` holds the service's port from before start-up (vLLM's start-up opens ports of its own)."""
+"""``serve`` holds the service's port from before start-up (vLLM's start-up opens ports of its own),
+and keeps idle client connections open longer than clients do (uvicorn's default closed them at 5 s)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,18 @@ def test_port_is_held_during_start_up_then_served(tmp_path) -> None:
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "service never answered"
                 time.sleep(0.2)
+        _idle_connection_is_reused(port, idle_s=6)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def _idle_connection_is_reused(port: int, idle_s: float) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        for attempt in range(2):
+            conn.sendall(request)
+            reply = conn.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200"), (attempt, reply)
+            if attempt == 0:
+                time.sleep(idle_s)  # longer than uvicorn's default keep-alive of 5 s

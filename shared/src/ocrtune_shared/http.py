@@ -82,7 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, ErrorCode.internal, f"internal error: {type(exc).__name__}")
 
 
-def serve(app: FastAPI, *, host: str, port: int, **uvicorn_options: object) -> None:
+KEEP_ALIVE_S = 75.0
+"""How long an idle client connection stays open. uvicorn's 5 s default is shorter than what
+clients and load balancers keep a connection for (aiohttp 15 s, AWS ALB 60 s), so the server
+closed connections a client was reusing: on the H200 a 1.4 MB page upload died with 'Can not
+write request body' after a quiet spell. Longer than the balancer's, the client closes first."""
+
+
+def serve(app: FastAPI, *, host: str, port: int, keep_alive_s: float = KEEP_ALIVE_S, **uvicorn_options: object) -> None:
     """Run ``app`` under uvicorn on a socket bound BEFORE the app starts up.
 
     uvicorn binds its port only after the lifespan start-up, and the inference service
@@ -99,5 +106,6 @@ def serve(app: FastAPI, *, host: str, port: int, **uvicorn_options: object) -> N
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(app, host=host, port=port, **uvicorn_options)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, host=host, port=port, timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]
+                            **uvicorn_options)
     uvicorn.Server(config).run(sockets=[sock])
