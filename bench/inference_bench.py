@@ -345,6 +345,7 @@ class Bench:
                 warm.append(time.perf_counter() - started)
             hot.append(cold - statistics.median(warm))
         out["hot_extra_s"] = hot
+        print(f"hot-load extra s: {[round(x, 3) for x in hot]}", flush=True)
         out["throughput"] = {}
         for conc in args.concurrency:
             lines = await self.http_run(self.lines.take(max(count, 2 * conc)), lambda i: None, conc)
@@ -486,6 +487,11 @@ def main() -> None:
                 gc.collect()
 
         out = asyncio.run(run())
+    except BaseException:
+        # The service's own account of what went wrong, before its scratch folder is lost.
+        print("service log (last 60 lines):\n" + "\n".join(
+            (scratch / "service.log").read_text(errors="replace").splitlines()[-60:]), flush=True)
+        raise
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

@@ -269,9 +269,11 @@ def _repeats(tokens: list[int], n: int, window: int) -> bool:
 
 
 GPU_TOP = 5
-GPU_LOGPROB_TOL = 0.15
-"""bf16 on both sides, different kernels (FlashAttention 3, fused MoE, Triton LoRA vs eager):
-first-step log-probabilities of the same route differ by rounding, well under this."""
+GPU_LOGPROB_TOL = 1.0
+"""Largest first-step log-probability difference between the engines on one route. bf16 on both
+sides, different kernels (FlashAttention 3, fused MoE, Triton LoRA vs eager), random weights:
+0.35-0.56 nats measured on the H200 (2026-12-06) on routes whose 12 greedy tokens agreed. An
+adapter moves the first step much further (its top-5 shares no token with the base's)."""
 
 
 def hf_greedy_runs(native: Path, peft_folders: dict[str, Path], image, device: str) -> dict:
@@ -311,12 +313,12 @@ def _greedy_bf16(model, inputs) -> tuple[list[int], list[dict[int, float]]]:
 
 
 def _close(a: tuple[list[int], list[dict[int, float]]], b: tuple[list[int], list[dict[int, float]]]) -> str | None:
-    """vLLM's ``check_logprobs_close``, with the first step's log-probabilities compared too; None if close."""
+    """vLLM's ``check_logprobs_close``: equal greedy tokens, or at the first difference each token in
+    the other's top-k; and the first steps within ``GPU_LOGPROB_TOL``. None if close, else why not."""
     (tokens_a, steps_a), (tokens_b, steps_b) = a, b
-    shared = steps_a[0].keys() & steps_b[0].keys()
-    worst = max((abs(steps_a[0][t] - steps_b[0][t]) for t in shared), default=float("inf"))
-    if len(shared) < 3 or worst > GPU_LOGPROB_TOL:
-        return f"first step: {len(shared)} shared top tokens, max |logprob diff| {worst:.3f}"
+    first = _moved(steps_a[0], steps_b[0])
+    if first > GPU_LOGPROB_TOL:
+        return f"first step: max |logprob diff| {first:.3f} over shared top-{GPU_TOP} tokens"
     for i, (x, y) in enumerate(zip(tokens_a, tokens_b, strict=False)):
         if x != y:
             if x not in steps_b[i] or y not in steps_a[i]:
@@ -374,13 +376,21 @@ def test_notebook_adapter_with_experts_served_on_gpu(reduced_deepseek_ocr2, tmp_
                  for step in out.outputs[0].logprobs])
         for route, out in zip(routes, outputs, strict=True)
     }
-    report = {route: {"hf": hf[route][0], "vllm": served[route][0], "mismatch": _close(served[route], hf[route]),
-                      "moved_vs_base_hf": _moved(hf[route][1][0], hf["base"][1][0])} for route in routes}
+    report = {
+        route: {
+            "hf": hf[route][0], "vllm": served[route][0], "mismatch": _close(served[route], hf[route]),
+            "first_step_to_own_route": _moved(served[route][1][0], hf[route][1][0]),
+            "first_step_to_other_routes": min(_moved(served[route][1][0], hf[o][1][0]) for o in routes if o != route),
+            "adapter_moved_hf_first_step": _moved(hf[route][1][0], hf["base"][1][0]),
+        }
+        for route in routes
+    }
     print(json.dumps(report, indent=1))  # the figures, also when an assertion below fails
     for route in routes:
         assert report[route]["mismatch"] is None, (route, report[route])
+        # Each route's answer is its own: far nearer transformers' same route than any other route.
+        assert report[route]["first_step_to_other_routes"] > 2 * report[route]["first_step_to_own_route"], route
     for route in ("nb", "ex"):
-        assert report[route]["moved_vs_base_hf"] > 4 * GPU_LOGPROB_TOL, (route, report[route])
-        # vLLM's own answer moved as transformers' did: not served as the base.
-        assert _close(served[route], hf["base"]) is not None, route
+        # Not blind: each adapter (ex: routed experts alone) moves transformers' output beyond the tolerance.
+        assert report[route]["adapter_moved_hf_first_step"] > GPU_LOGPROB_TOL, (route, report[route])
     assert json.loads((tmp_path / "served-ex" / "adapter_config.json").read_text())["target_modules"]
