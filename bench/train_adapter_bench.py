@@ -137,10 +137,17 @@ def _allocated_gib(device: torch.device) -> float | None:
     return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def load_model(folder: Path, runtime: Any, experts_impl: str | None) -> tuple[Any, Any]:
-    from ocrtune_trainer.training import load_base
+def load_model(folder: Path, runtime: Any, experts_impl: str | None, vision_micro_batch: int | None) -> tuple[Any, Any]:
+    """The trainer's ``load_base`` (``vision_micro_batch``: its setting), or plain transformers (None)."""
+    if vision_micro_batch is None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model, processor = load_base(str(folder), runtime)
+        processor = AutoProcessor.from_pretrained(folder)
+        model = AutoModelForImageTextToText.from_pretrained(folder, dtype=runtime.dtype).to(runtime.device)
+    else:
+        from ocrtune_trainer.training import load_base
+
+        model, processor = load_base(str(folder), runtime, vision_micro_batch)
     if experts_impl:
         model.set_experts_implementation(experts_impl)
     return model, processor
@@ -181,11 +188,11 @@ def request_for(args: argparse.Namespace, targets: list[str]) -> Any:
 TRAINER_VARIANTS = {
     "trainer_unmerged": ("train_adapter with the job's micro-batches as asked", {"max_micro_batch": 1}),
     "trainer": ("train_adapter as a job runs it (the settings' defaults)", {}),
-    "trainer_mb8": ("a step's 8 samples in one micro-batch, no gradient checkpointing",
-                    {"max_micro_batch": 8, "gradient_checkpointing": False}),
-    "trainer_mb8_gc": ("the same with gradient checkpointing (the language model's layers recomputed in backward)",
+    "trainer_vision8": ("a step's 8 samples in one micro-batch, all 8 views through the vision tower at once",
+                        {"max_micro_batch": 8, "vision_micro_batch": 8}),
+    "trainer_mb8_gc": ("8 x 1 with gradient checkpointing (the language model's layers recomputed in backward)",
                        {"max_micro_batch": 8, "gradient_checkpointing": True}),
-    "trainer_mb4": ("micro-batches of 4, no gradient checkpointing", {"max_micro_batch": 4, "gradient_checkpointing": False}),
+    "trainer_mb4": ("micro-batches of 4", {"max_micro_batch": 4}),
 }
 
 
@@ -200,7 +207,7 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
 
     request = request_for(args, targets)
     before = _allocated_gib(runtime.device)
-    model, processor = load_model(folder, runtime, args.experts_impl)
+    model, processor = load_model(folder, runtime, args.experts_impl, settings.vision_micro_batch)
     experts_impl = getattr(model.config, "_experts_implementation", None)
     batches: list[list[dict]] = []
     collate_s: list[float] = []
@@ -282,7 +289,7 @@ def run_plain(args, folder, rows, targets, runtime, order: list[list[dict]] | No
     hp = request.hyperparameters
     device = runtime.device
     before = _allocated_gib(device)
-    model, processor = load_model(folder, runtime, args.experts_impl)
+    model, processor = load_model(folder, runtime, args.experts_impl, None)
     experts_impl = getattr(model.config, "_experts_implementation", None)
     regex, parameters = deepseek_ocr.lora_targets(hp.target_modules)
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias=hp.bias.value,
@@ -415,7 +422,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--targets", default="attn_mlp,experts", help="LoRA target sets: attn_mlp, experts")
-    parser.add_argument("--variants", default="trainer_unmerged,trainer_mb8,trainer_mb8_gc,trainer_mb4,plain",
+    parser.add_argument("--variants", default="trainer_unmerged,trainer,trainer_vision8,plain",
                         help="comma-separated: " + ", ".join(TRAINER_VARIANTS) + ", plain")
     parser.add_argument("--experts-impl", default=None, help="override load_base's experts implementation "
                         "(eager, grouped_mm, batched_mm); default: what load_base gives (reported)")

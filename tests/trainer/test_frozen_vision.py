@@ -94,7 +94,45 @@ def test_image_features_without_autograd_same_lora_gradients(family):
         torch.testing.assert_close(after[name], grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_not_applied_when_a_vision_parameter_trains():
+def test_a_vision_parameter_made_trainable_gets_its_gradient():
+    """Checked at every call: installed at load time, the wrapper never hides a trainable tower."""
+    model, batch = _tiny("qwen2_vl")
+    assert image_features_without_autograd(model)
+    weight = next(p for n, p in model.named_parameters() if is_vision_module(n) and p.dim() > 1)
+    weight.requires_grad_(True)
+    requires_grad, grads = _features_require_grad(model, batch)
+    assert requires_grad and weight.grad is None  # _features_require_grad cleared it after reading
+    assert any(is_vision_module(n) for n in grads)
+
+
+def test_deepseek_vision_tower_in_chunks_gives_the_same_features_and_loss():
+    """Encoding one view at a time (the SAM attention bias is ~0.8 GiB a view at full size) changes nothing."""
+    from ocrtune_trainer.deepseek_ocr import encode_images_in_chunks
+
+    model, batch = _tiny("deepseek_ocr2")
+    assert image_features_without_autograd(model)
+    core = model.get_base_model().model
+    calls = []
+    tower_forward = core.vision_tower.forward
+    core.vision_tower.forward = lambda pixels, *a, **k: calls.append(pixels.shape[0]) or tower_forward(pixels, *a, **k)
+    with torch.no_grad():
+        whole = core.get_image_features(pixel_values=batch["pixel_values"],
+                                        num_local_patches=batch["num_local_patches"]).pooler_output
+    loss_whole = model(**batch).loss
+    assert calls[0] == 2
+    assert encode_images_in_chunks(model, 1)
+    calls.clear()
+    with torch.no_grad():
+        chunked = core.get_image_features(pixel_values=batch["pixel_values"],
+                                          num_local_patches=batch["num_local_patches"]).pooler_output
+    assert calls[:2] == [1, 1]
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(**batch).loss, loss_whole, rtol=1e-5, atol=1e-6)
+
+
+def test_chunking_leaves_other_families_alone():
+    from ocrtune_trainer.deepseek_ocr import encode_images_in_chunks
+
     model, _ = _tiny("qwen2_vl")
-    next(p for n, p in model.named_parameters() if is_vision_module(n)).requires_grad_(True)
-    assert not image_features_without_autograd(model)
+    assert not encode_images_in_chunks(model, 1)

@@ -10,6 +10,7 @@ inference service's import path (``ocrtune_shared.adapter_layouts``).
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tempfile
@@ -163,6 +164,36 @@ def sft_overrides(model: Any, processor: Any, rows: list[Any], prompt: str, targ
         # Our collator builds the sequences: trl must neither tokenize the dataset nor drop its columns.
         config={"remove_unused_columns": False, "dataset_kwargs": {"skip_prepare_dataset": True}},
     )
+
+
+def encode_images_in_chunks(model: Any, images_per_pass: int) -> bool:
+    """Run DeepSeek-OCR-2's vision tower on at most ``images_per_pass`` views at a time, without autograd.
+
+    Its SAM encoder's global-attention layers add a decomposed relative-position bias, which
+    transformers materialises as an (images, heads, 4096, 4096) tensor, and with such a mask SDPA
+    has no fused kernel: about 0.8 GiB of transient memory per 1024 px view, so a training micro-
+    batch of 8 line images peaked 4.8 GiB above one of 2 (H200, 2026-12-06; gradient checkpointing
+    changed nothing, the language model's activations being small), and evaluation's batches of 8
+    alike. Without autograd (a frozen tower, ``frozen_vision``; generation) chunking changes no
+    result. Returns False for models without this tower.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    tower = getattr(getattr(base, "model", None), "vision_tower", None)
+    if tower is None or not is_deepseek(base) or images_per_pass < 1:
+        return False
+    forward = tower.forward
+
+    @functools.wraps(forward)
+    def chunked(pixel_values: Any, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        if pixel_values.shape[0] <= images_per_pass or torch.is_grad_enabled():
+            return forward(pixel_values, *args, **kwargs)
+        outputs = [forward(part, *args, **kwargs) for part in pixel_values.split(images_per_pass)]
+        return type(outputs[0])(last_hidden_state=torch.cat([o.last_hidden_state for o in outputs]))
+
+    tower.forward = chunked
+    return True
 
 
 def check_targets(model: Any, names: list[str]) -> None:

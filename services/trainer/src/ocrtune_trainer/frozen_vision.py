@@ -28,21 +28,23 @@ def is_vision_module(name: str) -> bool:
 
 
 def image_features_without_autograd(model: Any) -> bool:
-    """Make ``model``'s image-feature extraction run without autograd; False if not applicable.
+    """Make ``model``'s image-feature extraction run without autograd while its vision side is frozen.
 
-    ``model`` is a transformers vision-language model, optionally inside a peft wrapper. Not
-    applied (False) when the model has no ``get_image_features`` or any vision parameter trains.
+    ``model`` is a transformers vision-language model, optionally inside a peft wrapper. Checked
+    at every call (a vision parameter made trainable later gets its gradients), so it can be
+    installed when the model is loaded. False when the model has no ``get_image_features``.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     core = getattr(base, "model", None)
     extract = getattr(core, "get_image_features", None)
     if extract is None:
         return False
-    if any(p.requires_grad for n, p in base.named_parameters() if is_vision_module(n)):
-        return False
+    vision = [p for n, p in base.named_parameters() if is_vision_module(n)]
 
     @functools.wraps(extract)
     def without_autograd(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled() or any(p.requires_grad for p in vision):
+            return extract(*args, **kwargs)
         with torch.no_grad():
             return extract(*args, **kwargs)
 

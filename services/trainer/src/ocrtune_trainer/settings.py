@@ -79,6 +79,11 @@ class TrainerSettings(BaseSettings):
         "samples are regrouped into micro-batches of up to this size (same samples and loss per step; "
         "3x faster at full size on an H200, at 1.1-1.6x the memory). 1: as the job asks",
     )
+    vision_micro_batch: int = Field(
+        default=1, ge=1,
+        description="Images a frozen DeepSeek-OCR vision tower encodes at once while training: its SAM "
+        "attention bias costs ~0.8 GiB per 1024 px view, whatever the training micro-batch",
+    )
     run_worker: bool = Field(default=True, description="Start and supervise the worker process with the API")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for s3:// URIs")
     max_download_bytes: int = Field(default=20 * 1024**3, ge=1)

@@ -56,11 +56,15 @@ def pick_runtime(settings: TrainerSettings) -> Runtime:
     return Runtime(device, dtype, bf16=precision is Precision.bf16, fp16=precision is Precision.fp16)
 
 
-def load_base(base_model: str, runtime: Runtime) -> tuple[Any, Any]:
+def load_base(base_model: str, runtime: Runtime, vision_micro_batch: int = 1) -> tuple[Any, Any]:
+    """The base model on the device and its processor; a frozen vision side runs without autograd,
+    DeepSeek-OCR's in chunks of ``vision_micro_batch`` views (``frozen_vision``, ``deepseek_ocr``)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(base_model)
     model = AutoModelForImageTextToText.from_pretrained(base_model, dtype=runtime.dtype)
+    image_features_without_autograd(model)
+    deepseek_ocr.encode_images_in_chunks(model, vision_micro_batch)
     return model.to(runtime.device), processor
 
 
@@ -279,7 +283,6 @@ def train_adapter(
         peft_config=lora,
         callbacks=[callback],
     )
-    image_features_without_autograd(trainer.model)
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # progress goes to the job store, not to stdout

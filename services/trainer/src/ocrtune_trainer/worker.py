@@ -217,7 +217,7 @@ class Worker:
         runtime = pick_runtime(self.settings)
 
         self._phase(job.id, "evaluating_base", hp.max_steps)
-        model, processor = load_base(base_model, runtime)
+        model, processor = load_base(base_model, runtime, self.settings.vision_micro_batch)
         family = model.config.model_type
 
         def eval_cer(evaluated: object) -> CERResult:
@@ -264,7 +264,7 @@ class Worker:
         self._phase(job.id, "evaluating_adapter", hp.max_steps)
 
         def evaluate_files(folder: Path) -> CERResult:
-            fresh, _ = load_base(base_model, runtime)
+            fresh, _ = load_base(base_model, runtime, self.settings.vision_micro_batch)
             cer_after = eval_cer(load_adapter_verified(fresh, folder))
             self.queue.log(
                 job.id,
@@ -275,7 +275,7 @@ class Worker:
             return cer_after
 
         def export_merged(folder: Path) -> None:
-            fresh, _ = load_base(base_model, runtime)
+            fresh, _ = load_base(base_model, runtime, self.settings.vision_micro_batch)
             merged = load_adapter_verified(fresh, outcome.adapter_dir).merge_and_unload()
             merged.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
             processor.save_pretrained(folder)
