@@ -351,9 +351,12 @@ class Bench:
             lines = await self.http_run(self.lines.take(max(count, 2 * conc)), lambda i: None, conc)
             entry = {"lines_per_s": lines}
             if self.pages is not None:
-                pages = await self.http_run(self.pages.take(max(args.pages, 2 * conc)), lambda i: None, conc,
-                                            max_tokens=PAGE_TOKENS)
-                entry |= {"pages_per_s": pages, "pages_per_day": pages * 86400}
+                try:
+                    pages = await self.http_run(self.pages.take(max(args.pages, 2 * conc)), lambda i: None, conc,
+                                                max_tokens=PAGE_TOKENS)
+                    entry |= {"pages_per_s": pages, "pages_per_day": pages * 86400}
+                except Exception as exc:  # keep the figures measured so far; say what failed
+                    entry["pages_error"] = f"{type(exc).__name__}: {exc}"[:500]
             out["throughput"][str(conc)] = entry
             print(f"throughput c={conc}: {entry}", flush=True)
         out["fixed_answer_mismatches"] = self.wrong_fixed
@@ -404,6 +407,8 @@ def report(args: argparse.Namespace, workload: Workload, info: dict, out: dict) 
     for conc, entry in out["throughput"].items():
         page = (f", pages/s {entry['pages_per_s']:.2f} = {entry['pages_per_day']:,.0f} pages/day "
                 f"({PAGE_TOKENS} tokens each)") if "pages_per_s" in entry else ""
+        if "pages_error" in entry:
+            page = f", pages FAILED: {entry['pages_error']}"
         print(f"THROUGHPUT concurrency {conc:>3}: lines/s {entry['lines_per_s']:.2f}{page}")
     return {"machine": info, "model": workload.description, "args": vars(args),
             "ratios": {"http_raw": med(http_raw), "http_raw_png": med(http_png), "mixed_one": med(mixed_one)},
@@ -487,6 +492,9 @@ def main() -> None:
                 gc.collect()
 
         out = asyncio.run(run())
+        if any("pages_error" in entry for entry in out["throughput"].values()):
+            print("service log (last 60 lines):\n" + "\n".join(
+                (scratch / "service.log").read_text(errors="replace").splitlines()[-60:]), flush=True)
     except BaseException:
         # The service's own account of what went wrong, before its scratch folder is lost.
         print("service log (last 60 lines):\n" + "\n".join(

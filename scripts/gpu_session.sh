@@ -40,7 +40,7 @@ case "$step" in
     experts=(--expert-lora)
     [ "${EXPERT_LORA:-1}" = 0 ] && experts=()
     timeout 570 python3 bench/inference_bench.py --model deepseek-ocr2 --samples "$DATA/lines.jsonl" \
-      --pages 64 --concurrency 16,64 --max-tokens 32 --requests 128 --repeats 2 "${experts[@]}" \
+      --pages 64 --concurrency 16,64 --max-tokens 32 --requests 128 --repeats "${REPEATS:-2}" "${experts[@]}" \
       --max-num-batched-tokens "${MAX_NUM_BATCHED_TOKENS:-8192}" \
       --out "$OUT/inference_bench_gpu.json" 2>&1 | tee "$OUT/inference_bench_gpu.log" \
       | grep -v -i "warn\|it/s\]" | tail -60
