@@ -10,7 +10,8 @@
 # Inputs rendered here beforehand (the machine has no CJK fonts), carried as .gpudata/ (13 MB) in
 # the first call that runs this script: bash scripts/gpu_data.sh (lines, pages, a cut of Noto Sans CJK).
 # Environment: EXPERT_LORA=0 serves adapters without routed experts (if the notebook step failed);
-# MAX_NUM_BATCHED_TOKENS (8192) for both engines of the serving bench.
+# MAX_NUM_BATCHED_TOKENS (8192) for both engines of the serving bench; REPEATS (2) of its ratio runs;
+# VARIANTS of the training bench (its --variants).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -47,6 +48,7 @@ case "$step" in
     ;;
   train)
     timeout 570 python3 bench/train_adapter_bench.py --samples "$DATA/train_lines.jsonl" \
+      ${VARIANTS:+--variants "$VARIANTS"} \
       --out "$OUT/train_adapter_bench.json" 2>&1 | tee "$OUT/train_adapter_bench.log" \
       | grep -v -i "warn\|it/s\]" | tail -60
     ;;
