@@ -309,7 +309,8 @@ class Bench:
             async with self.http.post(f"/adapters/{name}/load") as response:
                 assert response.status == 200, await response.text()
         # Warm-up: compile paths and LoRA slots of both engines.
-        await self.raw.run(self.lines.take(c), c, decode_each=False)
+        if self.raw is not None:
+            await self.raw.run(self.lines.take(c), c, decode_each=False)
         await self.http_run(self.lines.take(c), lambda i: None, c)
         await self.http_run(self.lines.take(c), lambda i: MIXED[i % 4], c)
         out: dict = {"parity": await self.parity(c)}
@@ -332,7 +333,7 @@ class Bench:
                   flush=True)
         out["runs"] = results
         hot = []
-        for k in range(args.repeats):
+        for k in range(max(args.repeats, 2)):
             self.workload.publish(self.store, f"hot-{k}", self.workload.adapters["a4"])
             pngs = self.lines.take(4)
             started = time.perf_counter()
@@ -376,7 +377,9 @@ def versions() -> dict:
 
 
 def report(args: argparse.Namespace, workload: Workload, info: dict, out: dict) -> dict:
-    med = statistics.median
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
     runs = out["runs"]
     http_raw = [h / r for h, r in zip(runs["base"], runs["raw"], strict=True)]
     mixed_one = [m / o for m, o in zip(runs["mixed"], runs["one"], strict=True)]
@@ -478,7 +481,8 @@ def main() -> None:
             import aiohttp
 
             started = time.perf_counter()
-            raw = RawEngine(settings, workload.model_dir, args.max_tokens)
+            # --repeats 0: no ratio runs, so no baseline engine (parity, hot-load and throughput only).
+            raw = RawEngine(settings, workload.model_dir, args.max_tokens) if args.repeats else None
             print(f"raw engine ready in {time.perf_counter() - started:.0f} s", flush=True)
             connector = aiohttp.TCPConnector(limit=max(args.concurrency) * 2)
             try:
@@ -486,9 +490,10 @@ def main() -> None:
                                                  timeout=aiohttp.ClientTimeout(total=600)) as http:
                     return await Bench(args, workload, raw, http, store, images).measure()
             finally:
-                raw.llm.shutdown()
-                # Collected now, not at interpreter exit, where its __del__ finds vLLM half torn down.
-                raw.llm = None
+                if raw is not None:
+                    raw.llm.shutdown()
+                    # Collected now, not at interpreter exit, where its __del__ finds vLLM half torn down.
+                    raw.llm = None
                 gc.collect()
 
         out = asyncio.run(run())
