@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -75,3 +76,16 @@ class AdapterInfo(BaseModel):
 
 class AdapterList(BaseModel):
     adapters: list[AdapterInfo]
+
+
+class AdapterLoadResponse(BaseModel):
+    """The answer of ``POST /adapters/{name}/load``: the version that is now loaded."""
+
+    adapter: str = Field(description="name@version")
+    status: Literal["loaded"] = "loaded"
+
+
+class AdapterUnloadResponse(BaseModel):
+    """The answer of ``DELETE /adapters/{name}``: the versions taken out of the engine (the store keeps them)."""
+
+    unloaded: list[str] = Field(description="name@version of each version unloaded; empty when none was loaded")

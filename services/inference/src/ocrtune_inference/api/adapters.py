@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from ocrtune_inference.adapter_upload import upload_adapter as import_upload
 from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
-from ocrtune_shared.adapters import AdapterInfo, AdapterList
+from ocrtune_shared.adapters import AdapterInfo, AdapterList, AdapterLoadResponse, AdapterUnloadResponse
 from ocrtune_shared.names import AdapterName
 
 router = APIRouter(tags=["adapters"], responses=ERROR_RESPONSES)
@@ -50,15 +50,23 @@ async def upload_adapter(
     )
 
 
-@router.post("/adapters/{name}/load", summary="Validate and load an adapter now (pre-warm); name or name@version")
-async def load_adapter(name: str, service: Service) -> dict[str, str]:
+@router.post(
+    "/adapters/{name}/load",
+    response_model=AdapterLoadResponse,
+    summary="Validate and load an adapter now (pre-warm); name or name@version",
+)
+async def load_adapter(name: str, service: Service) -> AdapterLoadResponse:
     adapter = await service.catalog.load(name)
-    return {"adapter": adapter.ref, "status": "loaded"}
+    return AdapterLoadResponse(adapter=adapter.ref)
 
 
-@router.delete("/adapters/{name}", summary="Unload an adapter from the engine; the store keeps it")
-async def unload_adapter(name: str, service: Service) -> dict[str, list[str]]:
-    return {"unloaded": await service.catalog.unload(name)}
+@router.delete(
+    "/adapters/{name}",
+    response_model=AdapterUnloadResponse,
+    summary="Unload an adapter from the engine; the store keeps it",
+)
+async def unload_adapter(name: str, service: Service) -> AdapterUnloadResponse:
+    return AdapterUnloadResponse(unloaded=await service.catalog.unload(name))
 
 
 def attach_router(app: FastAPI) -> None:
