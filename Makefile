@@ -11,7 +11,7 @@ setup-dev:
 
 # 1. Set up, start both services, fine-tune and OCR with and without the adapter.
 demo: setup
-	$(PY) -m ocrtune_client.demo
+	$(PY) -m ocrtune_devkit.demo
 
 # 2. Set up and run the whole default test suite (what CI runs).
 test: setup-dev

@@ -28,29 +28,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[str]:
     """moto's S3 server on a free 127.0.0.1 port; yields its endpoint URL (credentials: any)."""
-    import signal
-    import socket
+    from ocrtune_devkit.processes import free_port, start_service, wait_until_ready
 
     moto = Path(sys.executable).parent / "moto_server"
     if not moto.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = start_service("moto S3", [str(moto), "-H", "127.0.0.1", "-p", str(port)], url=url, env=os.environ,
+                            log=None)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
+        # moto has no /readyz; its S3 ListBuckets at / answers 200 once it serves.
+        wait_until_ready([service], timeout=30, poll_s=0.2, ready_path="/")
+        yield url
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        service.stop(grace_s=0)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +61,7 @@ def synthetic_samples():
 
 @dataclass
 class DemoRun:
-    """One run of the main-job demo (``python -m ocrtune_client.demo``) and the services it left up."""
+    """One run of the main-job demo (``python -m ocrtune_devkit.demo``) and the services it left up."""
 
     returncode: int
     stdout: str
@@ -96,7 +88,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     """
     workdir = tmp_path_factory.mktemp("demo")
     summary_path = workdir / "test-summary.json"
-    demo = [sys.executable, "-m", "ocrtune_client.demo", "--workdir", str(workdir)]
+    demo = [sys.executable, "-m", "ocrtune_devkit.demo", "--workdir", str(workdir)]
     start = time.monotonic()
     done = subprocess.run(
         [*demo, "--inference-port", "0", "--trainer-port", "0", "--json-summary", str(summary_path)],

@@ -16,7 +16,7 @@ import time
 
 import httpx
 
-from ocrtune_client.demo import group_alive
+from ocrtune_devkit.processes import group_alive
 
 
 def test_demo_succeeds(demo_run) -> None:
@@ -67,7 +67,7 @@ def test_output_shows_texts_side_by_side_with_cer(demo_run) -> None:
 def test_services_stay_up_with_curl_lines(demo_run) -> None:
     out = demo_run.stdout
     assert f"curl -s -H 'X-Adapter: {demo_run.summary['adapter']}'" in out
-    assert "/finetune" in out and "python -m ocrtune_client.demo stop" in out
+    assert "/finetune" in out and "python -m ocrtune_devkit.demo stop" in out
     for url in (demo_run.inference_url, demo_run.trainer_url):
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
 
@@ -87,7 +87,7 @@ def test_stop_ends_both_services(demo_run) -> None:
     """Runs last in this module: the CLI tests (tests/client) use these services before it."""
     pids = [demo_run.summary["services"][name]["pid"] for name in ("inference", "trainer")]
     done = subprocess.run(
-        [sys.executable, "-m", "ocrtune_client.demo", "stop", "--workdir", str(demo_run.workdir)],
+        [sys.executable, "-m", "ocrtune_devkit.demo", "stop", "--workdir", str(demo_run.workdir)],
         capture_output=True,
         text=True,
         timeout=120,

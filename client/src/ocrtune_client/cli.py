@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from ocrtune_client.client import OCRTuneClient, OCRTuneError
 from ocrtune_client.dataset_builder import build_parquet
+from ocrtune_client.render import adapters_table, describe_result, follow_with_progress, jobs_table
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
-from ocrtune_shared.jobs import Job, JobEvent, JobEventType, JobProgress, JobState
+from ocrtune_shared.jobs import JobState
 from ocrtune_shared.ocr import OCROptions, OCRTask
 
 EXIT_SERVICE_ERROR = 1
@@ -107,130 +106,13 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0 if job.state == JobState.succeeded else EXIT_SERVICE_ERROR
 
 
-class JobProgressPrinter:
-    """Renders a job's events: a progress bar for training steps (loss, learning rate, ETA),
-    and one line for each state change, phase change, evaluation and log message."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.bar: tqdm | None = None
-        self.phase = ""
-
-    def say(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=self.out)
-        else:
-            print(line, file=self.out, flush=True)
-
-    def __call__(self, event: JobEvent) -> None:
-        if event.type == JobEventType.state and event.state is not None:
-            self.say(f"state: {event.state.value}" + (f" ({event.message})" if event.message else ""))
-        elif event.type in (JobEventType.eval, JobEventType.log) and event.message:
-            self.say(event.message)
-        progress = event.progress
-        if progress is None:
-            return
-        if progress.phase and progress.phase != self.phase:
-            self.phase = progress.phase
-            self.say(f"phase: {progress.phase}")
-        if progress.phase == "training" and progress.total_steps and progress.step:
-            self._update_bar(progress)
-
-    def _update_bar(self, progress: JobProgress) -> None:
-        if self.bar is None:
-            # Starts at the step we join at (1, or later when following a running job), so the
-            # rate shown is that of the steps seen, not of the steps replayed at once.
-            self.bar = tqdm(
-                total=progress.total_steps,
-                initial=progress.step,
-                desc="training",
-                unit="step",
-                file=self.out,
-                dynamic_ncols=True,
-            )
-        self.bar.total = progress.total_steps
-        self.bar.n = min(progress.step, progress.total_steps)
-        postfix = {}
-        if progress.loss is not None:
-            postfix["loss"] = f"{progress.loss:.4f}"
-        if progress.learning_rate is not None:
-            postfix["lr"] = f"{progress.learning_rate:.2e}"
-        if progress.eta_seconds is not None:
-            postfix["eta"] = f"{progress.eta_seconds:.0f}s"
-        self.bar.set_postfix(postfix, refresh=False)
-        self.bar.refresh()
-        if self.bar.n >= self.bar.total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def follow_with_progress(client: OCRTuneClient, job_id: str, *, stream: TextIO | None = None) -> Job:
-    """Follow a job's events with a progress bar (step, loss, ETA); return the job at its end."""
-    printer = JobProgressPrinter(stream or sys.stderr)
-    try:
-        for event in client.follow(job_id):
-            printer(event)
-    except KeyboardInterrupt:
-        printer.close()
-        print(f"\nstopped following; the job goes on: ocrtune job {job_id} --follow", file=sys.stderr)
-        raise
-    finally:
-        printer.close()
-    return client.job(job_id)
-
-
-def _fmt_cer(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def describe_result(job: Job) -> str:
-    lines = [f"job {job.id}: {job.state.value}"]
-    if job.error:
-        where = f" ({job.error.where})" if job.error.where else ""
-        lines.append(f"error: {job.error.message}{where}")
-    result = job.result
-    if result.adapter:
-        lines.append(f"adapter: {result.adapter}")
-    if result.cer_before or result.cer_after:
-        before = result.cer_before.corpus_cer if result.cer_before else None
-        after = result.cer_after.corpus_cer if result.cer_after else None
-        lines.append(f"CER (eval, {result.eval_samples} samples): before {_fmt_cer(before)} -> after {_fmt_cer(after)}")
-    if result.runtime_s is not None:
-        lines.append(f"runtime: {result.runtime_s:.1f} s")
-    return "\n".join(lines)
-
-
-def _table(rows: Iterable[list[str]], header: list[str]) -> str:
-    rows = [header, *rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
 def _jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         page = client.jobs(args.state, cursor=args.cursor)
     if args.json:
         _print_json(page.model_dump(mode="json"))
         return 0
-    rows = []
-    for job in page.jobs:
-        step = f"{job.progress.step}/{job.progress.total_steps}" if job.progress.total_steps else "-"
-        after = job.result.cer_after.corpus_cer if job.result.cer_after else None
-        rows.append(
-            [
-                job.id,
-                job.request.adapter_name,
-                job.state.value,
-                step,
-                _fmt_cer(after),
-                job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            ]
-        )
-    print(_table(rows, ["ID", "ADAPTER", "STATE", "STEP", "CER AFTER", "CREATED"]) if rows else "no jobs")
+    print(jobs_table(page.jobs))
     if page.next_cursor:
         print(f"more: ocrtune jobs --cursor {page.next_cursor}", file=sys.stderr)
     return 0
@@ -285,23 +167,7 @@ def _adapters(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(listing.model_dump(mode="json"))
         return 0
-    rows = [
-        [
-            a.name,
-            str(a.version) + (" (latest)" if a.latest else ""),
-            a.state.value,
-            str(a.rank),
-            _fmt_cer(a.cer_before.corpus_cer if a.cer_before else None),
-            _fmt_cer(a.cer_after.corpus_cer if a.cer_after else None),
-            str(a.requests),
-        ]
-        for a in listing.adapters
-    ]
-    print(
-        _table(rows, ["NAME", "VERSION", "STATE", "RANK", "CER BEFORE", "CER AFTER", "REQUESTS"])
-        if rows
-        else "no adapters"
-    )
+    print(adapters_table(listing.adapters))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The main job, end to end: ``python -m ocrtune_client.demo`` (``make demo``).
+"""The main job, end to end: ``python -m ocrtune_devkit.demo`` (``make demo``).
 
 What a new user does with ocrtune, in one command:
 
@@ -15,7 +15,7 @@ What a new user does with ocrtune, in one command:
 5. OCRs the held-out images with the base model and with the new adapter
    (``X-Adapter``) and prints both texts side by side, with CER before and after;
 6. leaves the services running and prints their PIDs, URLs and curl lines.
-   ``python -m ocrtune_client.demo stop`` (or ``--stop``) stops them.
+   ``python -m ocrtune_devkit.demo stop`` (or ``--stop``) stops them.
 
 A JSON summary is written to ``<workdir>/summary.json`` (and ``--json-summary``).
 """
@@ -26,18 +26,23 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocrtune_client.cli import follow_with_progress
-from ocrtune_client.client import OCRTuneClient, OCRTuneError
-from ocrtune_shared.cer import character_error_rate, normalize
+from ocrtune_client import OCRTuneClient, OCRTuneError
+from ocrtune_client.render import Comparison, follow_with_progress, side_by_side
+from ocrtune_devkit.processes import (
+    ServiceProcess,
+    free_port,
+    start_service,
+    stop_process_group,
+    wait_until_ready,
+)
+from ocrtune_shared.cer import character_error_rate
 from ocrtune_shared.finetune import DEFAULT_BASE_MODEL, DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
 from ocrtune_shared.ocr import OCROptions
@@ -142,27 +147,6 @@ def held_out_from_parquet(uri: str) -> list[HeldOut]:
 
 
 # --- services ------------------------------------------------------------------------------
-def free_port(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else a free port the OS gives."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
-@dataclass
-class ServiceProcess:
-    name: str
-    pid: int
-    url: str
-    log: str
-
-
 @dataclass
 class RunningServices:
     inference: ServiceProcess
@@ -170,6 +154,15 @@ class RunningServices:
     model: str
     workdir: str
     started_at: float = field(default_factory=time.time)
+
+    def record(self) -> dict[str, object]:
+        return {
+            "inference": self.inference.record(),
+            "trainer": self.trainer.record(),
+            "model": self.model,
+            "workdir": self.workdir,
+            "started_at": self.started_at,
+        }
 
 
 def start_services(workdir: Path, recipe: Recipe, data_roots: list[Path], ports: tuple[int, int]) -> RunningServices:
@@ -210,85 +203,25 @@ def start_services(workdir: Path, recipe: Recipe, data_roots: list[Path], ports:
         "OCRTUNE_TRAINER_PORT": str(trainer_port),
         "OCRTUNE_TRAINER_INFERENCE_URL": inference_url,
     }
-    processes = []
-    for name, env, url in (("inference", inference_env, inference_url), ("trainer", trainer_env, trainer_url)):
-        log = logs / f"{name}.log"
-        with open(log, "ab") as out:
-            # A session of its own: the services outlive the demo, and `stop` can end each
-            # one with its whole group (vLLM's engine and worker processes included).
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"ocrtune_{name}"],
-                env=env,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        processes.append(ServiceProcess(name=name, pid=process.pid, url=url, log=str(log)))
+    processes = [
+        # A session of its own: the services outlive the demo, and `stop` can end each
+        # one with its whole group (vLLM's engine and worker processes included).
+        start_service(name, [sys.executable, "-m", f"ocrtune_{name}"], url=url, env=env, log=logs / f"{name}.log",
+                      cwd=workdir)
+        for name, env, url in (("inference", inference_env, inference_url), ("trainer", trainer_env, trainer_url))
+    ]
     services = RunningServices(processes[0], processes[1], model=recipe.model, workdir=str(workdir))
-    (workdir / STATE_FILE).write_text(json.dumps(asdict(services), indent=2))
+    (workdir / STATE_FILE).write_text(json.dumps(services.record(), indent=2))
     return services
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A child of ours that exited but was not reaped yet is a zombie: not alive.
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        return waited == 0
-    except ChildProcessError:
-        return True
-
-
-def wait_ready(client: OCRTuneClient, services: RunningServices, timeout: float = READY_TIMEOUT_S) -> float:
-    """Wait for both /readyz; fail with the log's tail as soon as a service dies."""
-    start = time.monotonic()
-    pending = {"inference": services.inference, "trainer": services.trainer}
-    while pending:
-        for name, proc in list(pending.items()):
-            if client.ready(name):
-                print(f"  {name} ready at {proc.url} ({time.monotonic() - start:.0f} s)")
-                del pending[name]
-            elif not _alive(proc.pid):
-                tail = "".join(Path(proc.log).read_text(errors="replace").splitlines(keepends=True)[-30:])
-                raise RuntimeError(f"the {name} service exited while starting; end of {proc.log}:\n{tail}")
-        if pending and time.monotonic() - start > timeout:
-            raise TimeoutError(
-                f"not ready after {timeout:.0f} s: {', '.join(pending)} (logs in {services.workdir}/logs)"
-            )
-        if pending:
-            time.sleep(0.5)
-    return time.monotonic() - start
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group still runs (zombies, which only wait to be reaped, do not count)."""
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                # Fields after the parenthesised command name: state, ppid, pgrp, ...
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def wait_ready(services: RunningServices, timeout: float = READY_TIMEOUT_S) -> float:
+    """Wait for both /readyz, saying which is ready when; fail with the log's tail as soon as a service dies."""
+    return wait_until_ready(
+        [services.inference, services.trainer],
+        timeout=timeout,
+        on_ready=lambda service, seconds: print(f"  {service.name} ready at {service.url} ({seconds:.0f} s)"),
+    )
 
 
 def stop_services(workdir: Path, grace_s: float = 20.0) -> list[str]:
@@ -300,32 +233,13 @@ def stop_services(workdir: Path, grace_s: float = 20.0) -> list[str]:
     stopped = []
     for name in ("trainer", "inference"):
         pid = state[name]["pid"]
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        # Wait for the whole group: vLLM's engine and workers may outlive the leader a while.
-        deadline = time.monotonic() + grace_s
-        while group_alive(pid) and time.monotonic() < deadline:
-            _alive(pid)  # reaps the leader if it is our child, so the group can empty
-            time.sleep(0.2)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        stopped.append(f"{name} (pid {pid})")
+        if stop_process_group(pid, grace_s):
+            stopped.append(f"{name} (pid {pid})")
     state_path.unlink()
     return stopped
 
 
 # --- the side-by-side ------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    text: str
-    base: str
-    adapted: str
-
-
 def ocr_both(client: OCRTuneClient, held_out: list[HeldOut], adapter: str, max_tokens: int) -> list[Comparison]:
     options = OCROptions(max_tokens=max_tokens)
 
@@ -339,35 +253,12 @@ def ocr_both(client: OCRTuneClient, held_out: list[HeldOut], adapter: str, max_t
         return list(pool.map(one, held_out))
 
 
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(text.split()) or "∅"
-    out, used = "", 0
-    for char in flat:
-        w = 2 if ord(char) > 0x2E80 else 1
-        if used + w > width - 1 and len(flat) > len(out) + 1:
-            return out + "…" + " " * (width - used - 1)
-        out, used = out + char, used + w
-    return out + " " * (width - used)
-
-
 def print_side_by_side(rows: list[Comparison], title: str) -> dict[str, float] | None:
     if not rows:
         return None
     before = character_error_rate([r.base for r in rows], [r.text for r in rows])
     after = character_error_rate([r.adapted for r in rows], [r.text for r in rows])
-    print(f"\n{title}")
-    print(f"  {_clip('reference', 18)} {_clip('base model', 26)} {'CER':>6}   {_clip('with adapter', 18)} {'CER':>6}")
-    for r in rows:
-        cer_b = character_error_rate([r.base], [r.text]).corpus_cer
-        cer_a = character_error_rate([r.adapted], [r.text]).corpus_cer
-        mark = "✓" if normalize(r.adapted) == normalize(r.text) else " "
-        print(
-            f"  {_clip(r.text, 18)} {_clip(r.base, 26)} {cer_b * 100:5.0f}%   {_clip(r.adapted, 18)} {cer_a * 100:5.0f}% {mark}"
-        )
-    print(
-        f"  CER (corpus) {before.corpus_cer * 100:.1f}% -> {after.corpus_cer * 100:.1f}%   "
-        f"(mean per line {before.mean_cer * 100:.1f}% -> {after.mean_cer * 100:.1f}%, {len(rows)} images)"
-    )
+    print(side_by_side(rows, before, after, title))
     return {
         "cer_before": before.corpus_cer,
         "cer_after": after.corpus_cer,
@@ -395,7 +286,7 @@ Try them:
   export OCRTUNE_INFERENCE_URL={inf.url} OCRTUNE_TRAINER_URL={tr.url}
   .venv/bin/ocrtune ocr {sample_image} --adapter {adapter}
 
-Stop them:  .venv/bin/python -m ocrtune_client.demo stop{"" if services.workdir == str(Path("var/demo").resolve()) else f" --workdir {services.workdir}"}"""
+Stop them:  .venv/bin/python -m ocrtune_devkit.demo stop{"" if services.workdir == str(Path("var/demo").resolve()) else f" --workdir {services.workdir}"}"""
     )
 
 
@@ -433,7 +324,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     print(f"starting the services (pids {services.inference.pid}, {services.trainer.pid}); logs in {workdir / 'logs'}")
     client = OCRTuneClient(services.inference.url, services.trainer.url)
     try:
-        ready_s = wait_ready(client, services)
+        ready_s = wait_ready(services)
 
         request = FinetuneRequest(
             adapter_name=args.name,
@@ -492,7 +383,7 @@ def run_demo(args: argparse.Namespace) -> dict:
                 "ocr_side_by_side": round(ocr_s, 1),
                 "total": round(time.monotonic() - t0, 1),
             },
-            "services": asdict(services),
+            "services": services.record(),
         }
         (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
         if args.json_summary:
@@ -513,7 +404,7 @@ def run_demo(args: argparse.Namespace) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ocrtune_client.demo",
+        prog="python -m ocrtune_devkit.demo",
         description="Fine-tune an OCR adapter and serve it, end to end ('stop' stops the services it left running)",
     )
     parser.add_argument("action", nargs="?", choices=["run", "stop"], default="run")
