@@ -9,11 +9,7 @@ loads and evictions mid-traffic.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,22 +54,17 @@ def trained_adapters(tiny_model_dir: Path) -> dict[str, Path]:
     return {name: build_tiny_adapter(_fixed_spec(text), tiny_model_dir) for name, text in FIXED_TEXTS.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_model_dir: Path, trained_adapters: dict[str, Path]):
     from ocrtune_devkit.adapters import publish_tiny_adapter
+    from ocrtune_devkit.processes import ServiceExited, free_port, start_service, wait_until_ready
     from ocrtune_shared.store import AdapterStore
 
     root = tmp_path_factory.mktemp("adapter-store")
     store = AdapterStore(root)
     for name, folder in trained_adapters.items():
         publish_tiny_adapter(store, name, folder, str(tiny_model_dir))
-    port = _free_port()
+    port = free_port()
     log = root.parent / "inference-server.log"
     env = {
         **os.environ,
@@ -90,44 +81,17 @@ def server(tmp_path_factory, tiny_model_dir: Path, trained_adapters: dict[str, P
         "OCRTUNE_INFERENCE_MAX_MODEL_LEN": "1024",
         "OCRTUNE_INFERENCE_DTYPE": "float32",
     }
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ocrtune_inference"], env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
+    service = start_service("inference", [sys.executable, "-m", "ocrtune_inference"], url=url, env=env, log=log)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"inference server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"inference server not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
+        try:
+            wait_until_ready([service], timeout=STARTUP_TIMEOUT_S, poll_s=1)
+        except (ServiceExited, TimeoutError) as exc:
+            pytest.fail(str(exc))
         yield InferenceServer(url, root, tiny_model_dir, trained_adapters, log)
     finally:
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the engine core and workers, whatever state they are in
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
+        # The engine core and workers too, whatever state they are in.
+        service.stop(grace_s=20)
 
 
 @pytest.fixture(scope="session")

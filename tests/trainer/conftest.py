@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -29,28 +28,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ocrtune_devkit import processes
+from ocrtune_devkit.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 HF_REPO = "ocrtune/synthetic-zh"
 HF_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 S3_BUCKET = "datasets"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """One signal to the whole group (a crash, when SIGKILL), then the leader reaped; stopping a
+    service for good is ``processes.stop_process_group``."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -268,25 +257,15 @@ def start_service(
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "service.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ocrtune_trainer"],
-        env=env,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=ROOT,
+    started = processes.start_service(
+        "trainer", [sys.executable, "-m", "ocrtune_trainer"], url=f"http://127.0.0.1:{port}", env=env, log=log, cwd=ROOT
     )
-    service = TrainerService(f"http://127.0.0.1:{port}", process, data_dir, store, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"trainer exited with {process.returncode}:\n{service.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
-                return service
-        time.sleep(0.2)
-    kill_group(process)
-    raise TimeoutError(f"trainer not ready after {timeout} s:\n{service.tail()}")
+    try:
+        processes.wait_until_ready([started], timeout=timeout, poll_s=0.2)
+    except BaseException:
+        started.stop(grace_s=0)
+        raise
+    return TrainerService(started.url, started.process, data_dir, store, log)
 
 
 class _LoadRecorder(http.server.BaseHTTPRequestHandler):
@@ -337,8 +316,7 @@ def trainer(
         extra_env=service_env,
     )
     yield service
-    kill_group(service.process, signal.SIGTERM)
-    kill_group(service.process)
+    processes.stop_process_group(service.process)
 
 
 def tiny_hyperparameters(**overrides: object) -> dict:
