@@ -9,7 +9,7 @@ accumulation 4, lr 2e-4, linear schedule, 5 warm-up steps, bf16, adamw 8-bit (ad
 without bitsandbytes), weight decay 0.001, grad-norm clip 1.0, seed 3407.
 
 - ``trainer``: ``ocrtune_trainer.training.train_adapter`` as a job calls it, i.e. trl's
-  SFTTrainer with ``deepseek_ocr.sft_overrides`` (DeepseekOcr2Collator, LoRA regex, expert
+  SFTTrainer with ``DeepseekOcr2Training.sft_inputs`` (DeepseekOcr2Collator, LoRA regex, expert
   ``target_parameters``), a step's samples regrouped into micro-batches of up to
   ``max_micro_batch`` (8: the recipe's 2 x 4 runs as 8 x 1); ``trainer_unmerged``: the same
   with the micro-batches as asked (2 x 4). Its collator is wrapped only to record which rows
@@ -202,7 +202,7 @@ def trainer_variant(variant: str, args: argparse.Namespace, settings: Any) -> tu
 
 def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tuple[dict, list[list[dict]]]:
     """``train_adapter`` as the job runs it; returns the result and the micro-batches its collator built."""
-    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.families import deepseek_ocr
     from ocrtune_trainer.training import optimizer_name, train_adapter
 
     request = request_for(args, targets)
@@ -223,13 +223,13 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
             batches.append([{"image": r["image"], "text": r["text"]} for r in batch_rows])
             return batch
 
-    original = deepseek_ocr.sft_overrides
+    training = deepseek_ocr.DeepseekOcr2Training
+    original = training.sft_inputs
 
-    def recording_overrides(*a: Any, **k: Any) -> Any:
-        family = original(*a, **k)
-        if family is not None:
-            family.data_collator = RecordingCollator(family.data_collator)
-        return family
+    def recording_inputs(self: Any, *a: Any, **k: Any) -> Any:
+        inputs = original(self, *a, **k)
+        inputs.data_collator = RecordingCollator(inputs.data_collator)
+        return inputs
 
     ends: list[float] = []
     losses: list[float] = []
@@ -242,12 +242,12 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
         losses.append(point.loss)
 
     _reset_peak(runtime.device)
-    deepseek_ocr.sft_overrides = recording_overrides
+    training.sft_inputs = recording_inputs
     started = time.perf_counter()
     try:
         outcome = train_adapter(request, model, processor, rows, workdir, runtime, settings, sink, lambda: None)
     finally:
-        deepseek_ocr.sft_overrides = original
+        training.sft_inputs = original
     wall = time.perf_counter() - started
     peak = _peak_gib(runtime.device)
     median, timed = _median_step(ends, args.warmup)
@@ -256,7 +256,7 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
         "optimizer": optimizer_name(request.hyperparameters, runtime),
         "experts_implementation": experts_impl,
         "trainable_params_m": trainable_m(model),
-        "steps": outcome.steps,
+        "steps": len(outcome.loss_curve),
         "step_s_median": median,
         "step_s_timed": timed,
         "samples_per_s": args.micro_batch * args.accumulation / median if median else None,
@@ -264,7 +264,6 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
         "allocated_before_load_gib": before,
         "peak_mb_reported_by_train_adapter": outcome.peak_memory_mb,
         "collate_s_per_micro_batch": statistics.mean(collate_s) if collate_s else None,
-        "train_runtime_s": outcome.runtime_s,
         "train_adapter_wall_s": wall,
         "losses": [p.loss for p in outcome.loss_curve],
         "learning_rates": [p.learning_rate for p in outcome.loss_curve],
@@ -282,7 +281,7 @@ def run_plain(args, folder, rows, targets, runtime, order: list[list[dict]] | No
     from peft import LoraConfig, get_peft_model
     from transformers import get_scheduler, set_seed
 
-    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.families import deepseek_ocr
     from ocrtune_trainer.training import optimizer_name
 
     request = request_for(args, targets)
@@ -309,7 +308,7 @@ def run_plain(args, folder, rows, targets, runtime, order: list[list[dict]] | No
                                       weight_decay=hp.weight_decay, fused=optim == "adamw_torch_fused")
     scheduler = get_scheduler(hp.lr_scheduler, optimizer, num_warmup_steps=hp.warmup_steps,
                               num_training_steps=hp.max_steps)
-    collator = deepseek_ocr.DeepseekOcr2Collator(processor, deepseek_ocr.train_prompt(request.prompt))
+    collator = deepseek_ocr.DeepseekOcr2Collator(processor, deepseek_ocr.DEEPSEEK_OCR2.prompt_text(request.prompt))
     needed = hp.max_steps * hp.gradient_accumulation_steps
     trainer_order = order is not None and len(order) >= needed
     if not trainer_order:
@@ -385,10 +384,10 @@ def _fmt(value: float | None, spec: str) -> str:
 def describe_input(folder: Path, rows: list[Any]) -> dict[str, Any]:
     from transformers import AutoProcessor
 
-    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.families import deepseek_ocr
 
     processor = AutoProcessor.from_pretrained(folder)
-    collator = deepseek_ocr.DeepseekOcr2Collator(processor, deepseek_ocr.train_prompt("Free OCR."))
+    collator = deepseek_ocr.DeepseekOcr2Collator(processor, deepseek_ocr.DEEPSEEK_OCR2.prompt_text("Free OCR."))
     batch = collator([{"image": r.image, "text": r.text} for r in rows[:2]])
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     return {

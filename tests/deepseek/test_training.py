@@ -50,7 +50,7 @@ def test_trainer_trains_deepseek_ocr2_language_model_only(tiny_deepseek_ocr2, ro
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] + (["experts"] if experts else [])
     outcome, _ = _train(tiny_deepseek_ocr2, rows, tmp_path, targets)
-    assert outcome.steps == 2 and outcome.loss_curve
+    assert [p.step for p in outcome.loss_curve] == [1, 2]
     names = list(read_safetensors(outcome.adapter_dir / "adapter_model.safetensors"))
     assert names and all(".language_model.layers." in n for n in names)
     assert any("shared_experts" in n for n in names) and any("layers.0.mlp.gate_proj" in n for n in names)
@@ -89,10 +89,11 @@ def test_submit_time_target_check_names_what_is_not_servable(tiny_deepseek_ocr2)
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     from ocrtune_trainer.datasets import DatasetError
-    from ocrtune_trainer.deepseek_ocr import check_targets
+    from ocrtune_trainer.families import training_family_for
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(tiny_deepseek_ocr2))
+    check_targets = training_family_for(model).check_targets
     check_targets(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "experts"])
     with pytest.raises(DatasetError, match="qkv"):  # a SAM layer name: vision towers take no LoRA in vLLM
         check_targets(model, ["q_proj", "qkv"])
@@ -105,27 +106,28 @@ def test_a_steps_samples_run_as_one_micro_batch_with_the_same_loss(tiny_deepseek
     from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
 
     from ocrtune_shared.finetune import FinetuneRequest
-    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.families import deepseek_ocr
     from ocrtune_trainer.settings import TrainerSettings
     from ocrtune_trainer.training import pick_runtime, train_adapter
 
     sizes: list[int] = []
-    original = deepseek_ocr.sft_overrides
+    training = deepseek_ocr.DeepseekOcr2Training
+    original = training.sft_inputs
 
-    def recording(*args, **kwargs):
-        family = original(*args, **kwargs)
-        collate = family.data_collator
+    def recording(self, *args, **kwargs):
+        inputs = original(self, *args, **kwargs)
+        collate = inputs.data_collator
 
         class Recording(type(collate)):
             def __call__(self, batch_rows):
                 sizes.append(len(batch_rows))
                 return super().__call__(batch_rows)
 
-        family.data_collator = Recording.__new__(Recording)
-        family.data_collator.__dict__.update(collate.__dict__)
-        return family
+        inputs.data_collator = Recording.__new__(Recording)
+        inputs.data_collator.__dict__.update(collate.__dict__)
+        return inputs
 
-    monkeypatch.setattr(deepseek_ocr, "sft_overrides", recording)
+    monkeypatch.setattr(training, "sft_inputs", recording)
     losses = {}
     for cap in (1, 4):
         sizes.clear()

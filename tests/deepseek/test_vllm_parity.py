@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PROMPT = "<image>\nFree OCR. "
+PROMPT = "<image>\nFree OCR."  # the family's prompt, trained = served (ocrtune_shared.families)
 MAX_TOKENS = 12
 
 
@@ -48,14 +48,14 @@ def trained_adapter(tiny_deepseek_ocr2, tmp_path_factory) -> Path:
     from transformers import AutoProcessor, DeepseekOcr2ForConditionalGeneration
 
     from ocrtune_devkit.synthetic import make_samples
-    from ocrtune_trainer.deepseek_ocr import DeepseekOcr2Collator
+    from ocrtune_trainer.families.deepseek_ocr import DeepseekOcr2Collator
 
     torch.manual_seed(0)
     processor = AutoProcessor.from_pretrained(tiny_deepseek_ocr2)
     model = DeepseekOcr2ForConditionalGeneration.from_pretrained(tiny_deepseek_ocr2, dtype=torch.float32)
     model = get_peft_model(model, _lm_lora_config())
     assert not any("vision" in n or "sam" in n for n, p in model.named_parameters() if p.requires_grad)
-    collator = DeepseekOcr2Collator(processor)
+    collator = DeepseekOcr2Collator(processor, PROMPT)
     rows = [{"image": s.image(), "text": s.text} for s in make_samples(4, seed=11)]
     batch = collator(rows)
     assert (batch["labels"][:, : batch["input_ids"].shape[1] - 12] == -100).any()
@@ -78,8 +78,7 @@ def trained_adapter(tiny_deepseek_ocr2, tmp_path_factory) -> Path:
 def published_adapter(trained_adapter, tmp_path_factory) -> Path:
     """The trainer's publish-time conversion, on a copy of the PEFT files."""
     from ocrtune_shared.adapter_layouts import read_safetensors, unservable_modules
-    from ocrtune_shared.adapters import ServingLayout
-    from ocrtune_trainer.publish import convert_for_serving
+    from ocrtune_shared.families import convert_for_serving, family_named
 
     folder = tmp_path_factory.mktemp("published")
     for name in ("adapter_config.json", "adapter_model.safetensors"):
@@ -87,7 +86,7 @@ def published_adapter(trained_adapter, tmp_path_factory) -> Path:
     native_names = list(read_safetensors(folder / "adapter_model.safetensors"))
     # As trained, no weight lands on a vLLM module: served as is it would change nothing.
     assert len(unservable_modules(native_names)) == len(native_names) // 2
-    assert convert_for_serving("deepseek_ocr2", folder) is ServingLayout.vllm_deepseek_ocr
+    assert "q_proj" in convert_for_serving(family_named("deepseek_ocr2"), folder, folder)
     assert unservable_modules(list(read_safetensors(folder / "adapter_model.safetensors"))) == []
     return folder
 

@@ -75,7 +75,25 @@ def _idle_connection_is_reused(port: int, idle_s: float) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
         for attempt in range(2):
             conn.sendall(request)
-            reply = conn.recv(4096)
+            reply = _read_response(conn)
             assert reply.startswith(b"HTTP/1.1 200"), (attempt, reply)
             if attempt == 0:
                 time.sleep(idle_s)  # longer than uvicorn's default keep-alive of 5 s
+
+
+def _read_response(conn: socket.socket) -> bytes:
+    """One whole HTTP response (headers, then Content-Length bytes); b"" if the server closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from ocrtune_trainer.main import create_app
 from ocrtune_trainer.settings import TrainerSettings
-from ocrtune_trainer.worker import _settings_env, describe_exit
+from ocrtune_trainer.supervisor import _settings_env, describe_exit
 
 
 def _app(tmp_path, **overrides):

@@ -21,7 +21,7 @@ def _tiny(family: str):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from ocrtune_devkit.synthetic import make_samples
-    from ocrtune_trainer import deepseek_ocr
+    from ocrtune_trainer.families import deepseek_ocr
 
     rows = [{"image": s.image(), "text": s.text} for s in make_samples(2, seed=5)]
     if family == "deepseek_ocr2":
@@ -29,7 +29,7 @@ def _tiny(family: str):
 
         folder = build_tiny_deepseek_ocr2()
         processor = AutoProcessor.from_pretrained(folder)
-        batch = deepseek_ocr.DeepseekOcr2Collator(processor)(rows)
+        batch = deepseek_ocr.DeepseekOcr2Collator(processor, "<image>\nFree OCR.")(rows)
         targets, _ = deepseek_ocr.lora_targets(["q_proj", "v_proj"])
     else:
         from ocrtune_devkit.tiny_models import build_tiny_qwen2_vl
@@ -107,7 +107,7 @@ def test_a_vision_parameter_made_trainable_gets_its_gradient():
 
 def test_deepseek_vision_tower_in_chunks_gives_the_same_features_and_loss():
     """Encoding one view at a time (the SAM attention bias is ~0.8 GiB a view at full size) changes nothing."""
-    from ocrtune_trainer.deepseek_ocr import encode_images_in_chunks
+    from ocrtune_trainer.families.deepseek_ocr import encode_images_in_chunks
 
     model, batch = _tiny("deepseek_ocr2")
     assert image_features_without_autograd(model)
@@ -132,7 +132,7 @@ def test_deepseek_vision_tower_in_chunks_gives_the_same_features_and_loss():
 
 
 def test_chunking_leaves_other_families_alone():
-    from ocrtune_trainer.deepseek_ocr import encode_images_in_chunks
+    from ocrtune_trainer.families.deepseek_ocr import encode_images_in_chunks
 
     model, _ = _tiny("qwen2_vl")
     assert not encode_images_in_chunks(model, 1)

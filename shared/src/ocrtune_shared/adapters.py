@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.names import AdapterName
@@ -40,7 +40,7 @@ class AdapterManifest(BaseModel):
     version: int = Field(ge=1)
     base_model: str = Field(description="Model id or path the adapter was trained on")
     base_model_revision: str | None = None
-    model_family: str = Field(description="e.g. qwen2_vl, deepseek_ocr, deepseek_ocr2")
+    model_family: str = Field(description="A family of ocrtune_shared.families: qwen2_vl, deepseek_ocr, deepseek_ocr2")
     rank: int = Field(ge=1)
     alpha: int = Field(ge=1)
     target_modules: list[str]
@@ -51,6 +51,17 @@ class AdapterManifest(BaseModel):
     cer_before: CERResult | None = None
     cer_after: CERResult | None = None
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256, for completeness checks")
+
+    @field_validator("model_family")
+    @classmethod
+    def _known_family(cls, name: str) -> str:
+        # Imported here: the registry itself imports this module (ServingLayout).
+        from ocrtune_shared.families import family_named
+
+        try:
+            return family_named(name).name
+        except LookupError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class AdapterState(str, Enum):

@@ -2,9 +2,10 @@
 
 Layout: ``<root>/<name>/<version>/`` holding the PEFT files and ``manifest.json``
 (see ``ocrtune_shared.adapters``). A version is written into a hidden staging
-folder under ``<root>/.staging/`` and appears by one ``os.rename``, so a reader
-never sees half an adapter, and two publishers never take the same version
-(``rename`` onto an existing folder fails, and the publisher retries with the next).
+folder under ``<root>/.staging/`` (``stage``) and appears by one ``os.rename``
+(``commit``), so a reader never sees half an adapter, and two publishers never take
+the same version (``rename`` onto an existing folder fails, and the publisher retries
+with the next).
 
 ``RemoteAdapterStore`` is the same layout behind an fsspec URL (S3 and the like).
 """
@@ -15,7 +16,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,14 @@ class AdapterNotFound(LookupError):
 
 class AdapterStoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class StagedAdapter:
+    """A version being written: files go into ``path``, invisible to readers until committed."""
+
+    name: str
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -89,41 +99,50 @@ class AdapterStore:
     def all(self) -> list[StoredAdapter]:
         return [StoredAdapter(n, v, self.root / n / str(v)) for n in self.names() for v in self.versions(n)]
 
-    def publish(self, name: str, write: Callable[[Path], AdapterManifest]) -> StoredAdapter:
-        """Publish a new version of ``name``.
-
-        ``write(folder)`` writes the adapter files into an empty staging folder and
-        returns the manifest (its ``version`` is set here); the manifest, with the
-        sha256 of every file, is written last, then the folder is renamed into place.
-        """
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StagedAdapter]:
+        """A hidden, empty staging folder for a new version of ``name``; gone on exit unless committed."""
         validate_adapter_name(name)
         staging_root = self.root / STAGING_DIR
         staging_root.mkdir(parents=True, exist_ok=True)
-        (self.root / name).mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
+        staged = StagedAdapter(name, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root)))
         try:
-            manifest = write(staging)
-            if not (staging / ADAPTER_CONFIG_FILE).is_file():
-                raise AdapterStoreError(f"publishing {name!r}: {ADAPTER_CONFIG_FILE} was not written")
-            manifest = manifest.model_copy(
-                update={"files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}}
-            )
-            for _ in range(100):
-                version = (self.versions(name) or [0])[-1] + 1
-                manifest = manifest.model_copy(update={"name": name, "version": version})
-                (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-                _fsync_dir(staging)
-                try:
-                    os.rename(staging, self.root / name / str(version))
-                except OSError:
-                    if (self.root / name / str(version)).exists():
-                        continue  # another publisher took this version; take the next
-                    raise
-                _fsync_dir(self.root / name)
-                return StoredAdapter(name, version, self.root / name / str(version))
-            raise AdapterStoreError(f"publishing {name!r}: no free version after 100 tries")
+            yield staged
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staged.path, ignore_errors=True)
+
+    def commit(self, staged: StagedAdapter, manifest: AdapterManifest) -> StoredAdapter:
+        """Make the staged files the next version of their adapter, in one rename.
+
+        The manifest (its ``name`` and ``version`` set here, with the sha256 of every staged
+        file) is written last; a reader never sees a version without it.
+        """
+        name, folder = staged.name, staged.path
+        if not (folder / ADAPTER_CONFIG_FILE).is_file():
+            raise AdapterStoreError(f"publishing {name!r}: {ADAPTER_CONFIG_FILE} was not written")
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        manifest = manifest.model_copy(
+            update={"files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}}
+        )
+        for _ in range(100):
+            version = (self.versions(name) or [0])[-1] + 1
+            manifest = manifest.model_copy(update={"name": name, "version": version})
+            (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            _fsync_dir(folder)
+            try:
+                os.rename(folder, self.root / name / str(version))
+            except OSError:
+                if (self.root / name / str(version)).exists():
+                    continue  # another publisher took this version; take the next
+                raise
+            _fsync_dir(self.root / name)
+            return StoredAdapter(name, version, self.root / name / str(version))
+        raise AdapterStoreError(f"publishing {name!r}: no free version after 100 tries")
+
+    def publish(self, name: str, write: Callable[[Path], AdapterManifest]) -> StoredAdapter:
+        """Stage and commit in one call: ``write(folder)`` writes the files and returns the manifest."""
+        with self.stage(name) as staged:
+            return self.commit(staged, write(staged.path))
 
     def verify(self, adapter: StoredAdapter) -> AdapterManifest:
         """The manifest, after checking every file it lists is present with its recorded sha256."""

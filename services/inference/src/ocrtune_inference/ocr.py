@@ -11,7 +11,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 
 from ocrtune_inference.adapters import AdapterCatalog, ServedAdapter
 from ocrtune_inference.engine import Generation, OCREngine
-from ocrtune_inference.families import EnginePrompt, ModelFamily
+from ocrtune_inference.families import EnginePrompt, ServingFamily
 from ocrtune_inference.metrics import BASE_LABEL, ServiceMetrics
 from ocrtune_shared.errors import ErrorCode, ServiceError
 from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent, PageResult, TokenLogprob, Usage
@@ -21,7 +21,7 @@ PAGE_SEPARATOR = "\f"
 
 class OCRService:
     def __init__(
-        self, engine: OCREngine, catalog: AdapterCatalog, family: ModelFamily, metrics: ServiceMetrics, model_name: str
+        self, engine: OCREngine, catalog: AdapterCatalog, family: ServingFamily, metrics: ServiceMetrics, model_name: str
     ) -> None:
         self.engine = engine
         self.catalog = catalog
@@ -126,8 +126,8 @@ class OCRService:
 
     def _prompt(self, page: Image.Image, options: OCROptions, instruction: str | None) -> EnginePrompt:
         try:
-            if instruction is not None:
-                return self.family.chat_prompt(page, instruction, options)
+            if instruction:
+                options = options.model_copy(update={"prompt": instruction})
             return self.family.prompt(page, options)
         except ValueError as exc:  # an option the served family lacks (e.g. a DeepSeek-OCR-2 resolution mode)
             raise ServiceError(422, ErrorCode.invalid_request, str(exc)) from None

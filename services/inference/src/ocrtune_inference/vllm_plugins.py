@@ -55,22 +55,15 @@ def _die_with_parent() -> None:
     A SIGKILLed API server otherwise leaves ``VLLM::EngineCore`` and ``VLLM::Worker``
     running as orphans, holding the model's memory (seen here for over a minute).
     """
-    import ctypes
     import multiprocessing
     import signal
-    import sys
+
+    from ocrtune_shared.processes import die_with_parent
 
     # Only vLLM's own children: the signal is tied to the thread that started the process,
     # which vLLM keeps for the engine's lifetime, while other users of multiprocessing may not.
-    name = multiprocessing.current_process().name
-    if not sys.platform.startswith("linux") or not name.startswith(_VLLM_CHILD_PROCESSES):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        return
+    if multiprocessing.current_process().name.startswith(_VLLM_CHILD_PROCESSES):
+        die_with_parent(signal.SIGKILL)
 
 
 def apply() -> None:

@@ -18,9 +18,9 @@ import torch
 from ocrtune_shared.adapters import ADAPTER_WEIGHTS_FILE
 from ocrtune_shared.cer import CERResult, character_error_rate
 from ocrtune_shared.images import decode_image
-from ocrtune_trainer import deepseek_ocr
 from ocrtune_trainer.datasets import DatasetRow
-from ocrtune_trainer.training import TrainingStopped, conversation
+from ocrtune_trainer.families import training_family_for
+from ocrtune_trainer.training import TrainingStopped
 
 
 class AdapterReloadError(RuntimeError):
@@ -48,11 +48,7 @@ def transcribe(
             if isinstance(i, int) and i >= 0
         }
     )
-    if deepseek_ocr.is_deepseek(model):  # no chat template: DeepSeek's own prompt
-        text = deepseek_ocr.prompt_text(prompt)
-    else:
-        text = processor.apply_chat_template([conversation(prompt)["prompt"]], add_generation_prompt=True, tokenize=False)
-        text = text[0] if isinstance(text, list) else text
+    text = training_family_for(model).generation_prompt(processor, prompt)
     outputs: list[str] = []
     was_training = model.training
     model.eval()

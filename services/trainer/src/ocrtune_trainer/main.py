@@ -12,7 +12,7 @@ from ocrtune_trainer.api import errors, finetune, health
 from ocrtune_trainer.jobs import JobQueue
 from ocrtune_trainer.metrics import TrainerMetrics
 from ocrtune_trainer.settings import TrainerSettings
-from ocrtune_trainer.worker import WorkerSupervisor
+from ocrtune_trainer.supervisor import WorkerSupervisor
 
 
 def create_app(settings: TrainerSettings | None = None) -> FastAPI:

@@ -1,99 +1,65 @@
-"""Publishing a trained adapter to the store, the way the inference service will load it.
+"""Putting a trained adapter into the store, in the layout the inference service will load.
 
-Order inside the store's hidden staging folder (``AdapterStore.publish``):
-1. copy the PEFT files (``adapter_config.json``, ``adapter_model.safetensors``);
-2. evaluate: reload those very files into a fresh base model and measure CER;
-3. convert them for serving, per model family (``SERVING_CONVERSIONS``);
-4. the store writes the manifest with checksums and renames the folder into place.
-
-For the ``peft`` layout (Qwen2-VL and other families vLLM maps as they are) step 3
-changes nothing, so the CER "after" comes from the exact bytes that are served.
+The recipe stages the PEFT files as trained (``stage_trained_files``), measures CER on
+those very files reloaded into a fresh base, converts them for serving in place
+(``ocrtune_shared.families.convert_for_serving``: for the ``peft`` layout nothing changes,
+so the CER "after" is that of the exact bytes served) and commits them with the manifest
+(``manifest_for``) by the store's atomic rename. ``notify_inference`` then asks the
+inference service to load the new version.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterManifest, ServingLayout
+from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, AdapterManifest
 from ocrtune_shared.cer import CERResult
-from ocrtune_shared.store import AdapterStore, StoredAdapter
-from ocrtune_trainer import deepseek_ocr
-
-log = logging.getLogger(__name__)
-
-SERVING_CONVERSIONS: dict[str, Callable[[Path], ServingLayout]] = dict.fromkeys(
-    deepseek_ocr.MODEL_FAMILIES, deepseek_ocr.convert_in_place
-)
-"""model_type -> a function that rewrites the adapter files in a folder for vLLM and says the layout.
-
-Families missing here are served as saved (``ServingLayout.peft``). DeepSeek-OCR's entry
-renames the language-model keys that vLLM's mapper does not know (models.md).
-"""
+from ocrtune_shared.families import ModelFamily
+from ocrtune_shared.finetune import FinetuneRequest
+from ocrtune_shared.store import StoredAdapter
 
 
-def convert_for_serving(model_family: str, folder: Path) -> ServingLayout:
-    conversion = SERVING_CONVERSIONS.get(model_family)
-    return conversion(folder) if conversion else ServingLayout.peft
-
-
-def _copy_adapter(source: Path, target: Path, base_model: str) -> None:
+def stage_trained_files(adapter_dir: Path, staged: Path, base_model: str) -> None:
+    """Copy the PEFT files into the staging folder, recording the base model users asked for."""
     for name in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
-        if not (source / name).is_file():
-            raise FileNotFoundError(f"the trained adapter has no {name} in {source}")
-        shutil.copy2(source / name, target / name)
-    config = json.loads((target / ADAPTER_CONFIG_FILE).read_text())
+        if not (adapter_dir / name).is_file():
+            raise FileNotFoundError(f"the trained adapter has no {name} in {adapter_dir}")
+        shutil.copy2(adapter_dir / name, staged / name)
+    config = json.loads((staged / ADAPTER_CONFIG_FILE).read_text())
     # peft records whatever path the trainer loaded; the manifest and config name the base users asked for.
     config["base_model_name_or_path"] = base_model
-    (target / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (staged / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
 
-def publish_adapter(
-    store: AdapterStore,
+def manifest_for(
+    request: FinetuneRequest,
     *,
-    name: str,
-    adapter_dir: Path,
     base_model: str,
-    model_family: str,
-    rank: int,
-    alpha: int,
-    target_modules: list[str],
+    family: ModelFamily,
     job_id: str,
     dataset_fingerprint: str,
     cer_before: CERResult | None,
-    evaluate_files: Callable[[Path], CERResult],
-    export_merged: Callable[[Path], None] | None = None,
-) -> tuple[StoredAdapter, AdapterManifest]:
-    """Write, evaluate, convert and atomically publish a new version of ``name``."""
-
-    def write(staging: Path) -> AdapterManifest:
-        _copy_adapter(adapter_dir, staging, base_model)
-        cer_after = evaluate_files(staging)
-        if export_merged is not None:
-            export_merged(staging / "merged")
-        layout = convert_for_serving(model_family, staging)
-        return AdapterManifest(
-            name=name,
-            version=1,  # the store sets the real version at rename time
-            base_model=base_model,
-            model_family=model_family,
-            rank=rank,
-            alpha=alpha,
-            target_modules=target_modules,
-            serving_layout=layout,
-            created_at=datetime.now(timezone.utc),
-            job_id=job_id,
-            dataset_fingerprint=dataset_fingerprint,
-            cer_before=cer_before,
-            cer_after=cer_after,
-        )
-
-    stored = store.publish(name, write)
-    return stored, store.verify(stored)
+    cer_after: CERResult | None,
+) -> AdapterManifest:
+    hp = request.hyperparameters
+    return AdapterManifest(
+        name=request.adapter_name,
+        version=1,  # the store sets the real version when it commits
+        base_model=base_model,
+        model_family=family.name,
+        rank=hp.rank,
+        alpha=hp.alpha,
+        target_modules=list(hp.target_modules),
+        serving_layout=family.serving_layout,
+        created_at=datetime.now(timezone.utc),
+        job_id=job_id,
+        dataset_fingerprint=dataset_fingerprint,
+        cer_before=cer_before,
+        cer_after=cer_after,
+    )
 
 
 def notify_inference(

@@ -1,14 +1,12 @@
 """LoRA training with trl's SFTTrainer, configured from the job's ``FinetuneRequest``.
 
-The dataset is conversational ``prompt``/``completion`` columns plus an ``image``
-column: SFTTrainer then picks its vision-language collator and masks the prompt
-(image tokens included), so only the transcription is learned. The chat template
-closes the assistant turn with the end-of-turn token, so the model learns to stop.
+The model's family (``families``) supplies the dataset, the collator and the LoRA targets;
+this module turns the request's hyper-parameters into trl's ``SFTConfig`` and reports
+progress to the job.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +15,10 @@ from typing import Any
 
 import torch
 
-from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobProgress, LossPoint
-from ocrtune_trainer import deepseek_ocr
-from ocrtune_trainer.datasets import DatasetError, DatasetRow
-from ocrtune_trainer.frozen_vision import image_features_without_autograd, is_vision_module
+from ocrtune_trainer.datasets import DatasetRow
+from ocrtune_trainer.families import training_family_for
 from ocrtune_trainer.settings import Precision, TrainerSettings
 
 ProgressSink = Callable[[JobProgress, "LossPoint | None"], None]
@@ -57,42 +53,14 @@ def pick_runtime(settings: TrainerSettings) -> Runtime:
 
 
 def load_base(base_model: str, runtime: Runtime, vision_micro_batch: int = 1) -> tuple[Any, Any]:
-    """The base model on the device and its processor; a frozen vision side runs without autograd,
-    DeepSeek-OCR's in chunks of ``vision_micro_batch`` views (``frozen_vision``, ``deepseek_ocr``)."""
+    """The base model on the device and its processor, as its family trains and evaluates it
+    (frozen vision without autograd; DeepSeek-OCR's in chunks of ``vision_micro_batch`` views)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(base_model)
     model = AutoModelForImageTextToText.from_pretrained(base_model, dtype=runtime.dtype)
-    image_features_without_autograd(model)
-    deepseek_ocr.encode_images_in_chunks(model, vision_micro_batch)
+    training_family_for(model).prepare_loaded(model, vision_micro_batch)
     return model.to(runtime.device), processor
-
-
-def language_model_targets(model: Any, names: list[str]) -> list[str] | str:
-    """``target_modules`` for peft: the requested names, restricted to the language model.
-
-    A bare list of names also wraps same-named modules of a vision tower (DeepSeek-OCR-2's
-    Qwen2 encoder, see models.md); then a regex anchored on the language model is used.
-    A bare list is kept when it is exact, because it is what vLLM's loader expects to read.
-    """
-    wanted = set(names)
-    linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    matched = [n for n in linear_names if n.rsplit(".", 1)[-1] in wanted]
-    in_language_model = [n for n in matched if "language_model" in n or not is_vision_module(n)]
-    found = {n.rsplit(".", 1)[-1] for n in in_language_model}
-    missing = sorted(wanted - found)
-    if missing:
-        raise DatasetError(
-            ErrorCode.invalid_request,
-            f"target modules {missing} are not linear layers of this model's language model "
-            f"(it has e.g. {sorted({n.rsplit('.', 1)[-1] for n in linear_names if not is_vision_module(n)})[:12]})",
-            "hyperparameters.target_modules",
-        )
-    if len(in_language_model) == len(matched):
-        return list(names)
-    prefix = "language_model" if any("language_model" in n for n in in_language_model) else ""
-    alternatives = "|".join(re.escape(n) for n in names)
-    return rf".*{prefix}.*\.({alternatives})$"
 
 
 def optimizer_name(hp: HyperParameters, runtime: Runtime) -> str:
@@ -110,45 +78,12 @@ def optimizer_name(hp: HyperParameters, runtime: Runtime) -> str:
     return hp.optimizer
 
 
-def conversation(prompt: str, text: str | None = None) -> dict[str, list]:
-    sample: dict[str, list] = {
-        "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    }
-    if text is not None:
-        sample["completion"] = [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
-    return sample
-
-
-def sft_dataset(rows: list[DatasetRow], prompt: str) -> Any:
-    import datasets
-
-    turn = [
-        {
-            "role": datasets.Value("string"),
-            "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
-        }
-    ]
-    features = datasets.Features({"image": datasets.Image(), "prompt": turn, "completion": turn})
-    records = [conversation(prompt, row.text) for row in rows]
-    # datasets fills the image part's missing "text" with None, which the chat template skips.
-    return datasets.Dataset.from_dict(
-        {
-            "image": [{"bytes": row.image, "path": None} for row in rows],
-            "prompt": [r["prompt"] for r in records],
-            "completion": [r["completion"] for r in records],
-        },
-        features=features,
-    )
-
-
 @dataclass
 class TrainOutcome:
     adapter_dir: Path
     loss_curve: list[LossPoint] = field(default_factory=list)
-    runtime_s: float = 0.0
     samples_per_second: float | None = None
     peak_memory_mb: float | None = None
-    steps: int = 0
 
 
 def _progress_callback(total_steps: int, sink: ProgressSink, should_stop: StopCheck) -> Any:
@@ -234,15 +169,14 @@ def train_adapter(
     from trl import SFTConfig, SFTTrainer
 
     hp = request.hyperparameters
-    # DeepSeek-OCR-2 has no chat template and fused experts: its own dataset, collator and targets.
-    family = deepseek_ocr.sft_overrides(model, processor, rows, request.prompt, hp.target_modules)
+    inputs = training_family_for(model).sft_inputs(model, processor, rows, request.prompt, hp.target_modules)
     lora = LoraConfig(
         r=hp.rank,
         lora_alpha=hp.alpha,
         lora_dropout=hp.dropout,
         bias=hp.bias.value,
-        target_modules=family.target_modules if family else language_model_targets(model, hp.target_modules),
-        target_parameters=family.target_parameters if family else None,
+        target_modules=inputs.target_modules,
+        target_parameters=inputs.target_parameters,
         task_type="CAUSAL_LM",
     )
     micro, accumulation = micro_batches(hp.per_device_batch_size, hp.gradient_accumulation_steps,
@@ -271,14 +205,14 @@ def train_adapter(
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=settings.dataloader_workers,
-        **(family.config if family else {}),
+        **inputs.config,
     )
     callback = _progress_callback(hp.max_steps, sink, should_stop)
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=family.train_dataset if family else sft_dataset(rows, request.prompt),
-        data_collator=family.data_collator if family else None,
+        train_dataset=inputs.train_dataset,
+        data_collator=inputs.data_collator,
         processing_class=processor,
         peft_config=lora,
         callbacks=[callback],
@@ -304,11 +238,9 @@ def train_adapter(
     outcome = TrainOutcome(
         adapter_dir=adapter_dir,
         loss_curve=curve,
-        runtime_s=runtime_s,
         samples_per_second=output.metrics.get("train_samples_per_second")
         or (samples / runtime_s if runtime_s else None),
         peak_memory_mb=peak_memory_mb(runtime),
-        steps=trainer.state.global_step,
     )
     trainer.model = None  # drop the trainer's references so the caller can free the device
     return outcome

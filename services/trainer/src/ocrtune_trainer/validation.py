@@ -25,12 +25,10 @@ MAX_LISTED_PROBLEMS = 5
 
 @dataclass(frozen=True)
 class PreparedData:
-    train_file: Path
-    eval_file: Path
     train_rows: int
     eval_rows: int
-    fingerprint: str
     eval_from_train: bool
+    """One row only: it is also the eval row."""
 
 
 def load_spec(spec: DatasetSpec, workdir: Path, settings: TrainerSettings) -> RawDataset:
@@ -129,18 +127,13 @@ def prepare(request: FinetuneRequest, workdir: Path, settings: TrainerSettings) 
         train = [row for i, row in enumerate(train) if i not in held]
         eval_from_train = False
     evaluation = evaluation[: request.max_eval_samples]
-    return PreparedData(
-        train_file=write_rows(train, workdir / "train.parquet"),
-        eval_file=write_rows(evaluation, workdir / "eval.parquet"),
-        train_rows=len(train),
-        eval_rows=len(evaluation),
-        fingerprint=fingerprint(train),
-        eval_from_train=eval_from_train,
-    )
+    write_rows(train, workdir / "train.parquet")
+    write_rows(evaluation, workdir / "eval.parquet")
+    return PreparedData(train_rows=len(train), eval_rows=len(evaluation), eval_from_train=eval_from_train)
 
 
 def check_base_model(request: FinetuneRequest, base_model: str) -> str:
-    """The base model's family (its config's model_type), after checking the LoRA targets exist.
+    """The base model's family name, after checking the LoRA targets exist and it can be trained here.
 
     Builds the model on the meta device (no weights, no memory) to list its modules.
     """
@@ -162,14 +155,14 @@ def check_base_model(request: FinetuneRequest, base_model: str) -> str:
                 f"base model {base_model!r} ({config.model_type}) is not an image-text-to-text model: {exc}",
                 "base_model",
             ) from exc
-    from ocrtune_trainer import deepseek_ocr
-    from ocrtune_trainer.training import language_model_targets
+    from ocrtune_trainer.families import training_family_for
 
-    if deepseek_ocr.is_deepseek(model):  # fused experts, and names its vision towers share: its own check
-        deepseek_ocr.check_targets(model, request.hyperparameters.target_modules)
-    else:
-        language_model_targets(model, request.hyperparameters.target_modules)
-    return config.model_type
+    try:
+        family = training_family_for(model)
+    except LookupError as exc:
+        raise DatasetError(ErrorCode.invalid_request, f"base model {base_model!r}: {exc}", "base_model") from None
+    family.check_targets(model, request.hyperparameters.target_modules)
+    return family.family.name
 
 
 def check_request(request: FinetuneRequest, settings: TrainerSettings) -> None:

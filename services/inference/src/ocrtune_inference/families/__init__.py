@@ -1,8 +1,9 @@
-"""Model families: prompt format, image preparation and LoRA naming for one kind of checkpoint.
+"""How the inference service serves each model family: engine prompts, engine arguments, vLLM's model class.
 
-A family is picked from the checkpoint's ``config.json`` (``model_type`` /
-``architectures``). Each family lives in its own module and registers itself with
-``register``; adding a model means adding a module here and importing it below.
+The facts both services share (names, which checkpoints belong to a family, the OCR
+instruction and the prompt around it, LoRA scope) are in ``ocrtune_shared.families``;
+this package adds what only serving needs. Each family's serving code lives in its own
+module and registers itself under the shared family's name with ``register``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from ocrtune_shared.families import ModelFamily, family_for_checkpoint
 from ocrtune_shared.ocr import OCROptions
 
 
@@ -33,28 +35,24 @@ class EnginePrompt:
         return prompt
 
 
-class ModelFamily(ABC):
-    name: str
-    """Recorded as ``model_family`` in adapter manifests."""
-
-    @classmethod
-    @abstractmethod
-    def matches(cls, config: dict[str, Any]) -> bool:
-        """Whether this family serves a checkpoint with this ``config.json``."""
+class ServingFamily(ABC):
+    family: ModelFamily
+    """The shared record this serving code is for."""
 
     @abstractmethod
     def __init__(self, model_dir: Path) -> None: ...
 
+    @property
+    def name(self) -> str:
+        """Recorded as ``model_family`` in adapter manifests."""
+        return self.family.name
+
     @abstractmethod
     def prompt(self, image: Image.Image, options: OCROptions) -> EnginePrompt:
-        """The engine prompt for OCR of ``image`` with these options."""
-
-    def chat_prompt(self, image: Image.Image, instruction: str, options: OCROptions) -> EnginePrompt:
-        """The engine prompt for an OpenAI-style chat turn (an image and the user's text)."""
-        return self.prompt(image, options.model_copy(update={"prompt": instruction or None}))
+        """The engine prompt for OCR of ``image`` with these options (``options.prompt`` overrides the task's)."""
 
     def engine_kwargs(self) -> dict[str, Any]:
-        """Extra ``AsyncEngineArgs`` this family needs (e.g. ``hf_overrides``)."""
+        """Extra ``AsyncEngineArgs`` this family needs (e.g. ``logits_processors``)."""
         return {}
 
     @abstractmethod
@@ -62,33 +60,24 @@ class ModelFamily(ABC):
         """vLLM's model class: its ``hf_to_vllm_mapper`` and module layout decide where LoRA weights land."""
 
 
-_FAMILIES: list[type[ModelFamily]] = []
+_SERVING: dict[str, type[ServingFamily]] = {}
 
 
-def register(family: type[ModelFamily]) -> type[ModelFamily]:
-    _FAMILIES.append(family)
-    return family
+def register(serving: type[ServingFamily]) -> type[ServingFamily]:
+    _SERVING[serving.family.name] = serving
+    return serving
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
     return json.loads((model_dir / "config.json").read_text())
 
 
-def family_for(model_dir: Path) -> ModelFamily:
-    """The family serving the checkpoint in ``model_dir``; ``LookupError`` naming the config if none."""
-    config = read_config(model_dir)
-    for family in _FAMILIES:
-        if family.matches(config):
-            return family(model_dir)
-    known = ", ".join(f.name for f in _FAMILIES)
-    raise LookupError(
-        f"no model family for model_type={config.get('model_type')!r} "
-        f"architectures={config.get('architectures')!r} (known families: {known})"
-    )
-
-
-def family_names() -> list[str]:
-    return [f.name for f in _FAMILIES]
+def family_for(model_dir: Path) -> ServingFamily:
+    """The serving code for the checkpoint in ``model_dir``; ``LookupError`` naming the config if none."""
+    family = family_for_checkpoint(model_dir)
+    if family.name not in _SERVING:
+        raise LookupError(f"model family {family.name!r} has no serving code (served: {', '.join(sorted(_SERVING))})")
+    return _SERVING[family.name](model_dir)
 
 
 # Families register themselves on import.

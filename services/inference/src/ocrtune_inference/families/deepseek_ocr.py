@@ -31,14 +31,9 @@ from typing import Any
 
 from PIL import Image
 
-from ocrtune_inference.families import EnginePrompt, ModelFamily, read_config, register
-from ocrtune_shared.ocr import OCROptions, OCRTask, ResolutionMode
-
-IMAGE_TOKEN = "<image>"
-TASK_PROMPTS = {
-    OCRTask.free_ocr: "Free OCR.",
-    OCRTask.markdown: "<|grounding|>Convert the document to markdown.",
-}
+from ocrtune_inference.families import EnginePrompt, ServingFamily, read_config, register
+from ocrtune_shared.families import family_named
+from ocrtune_shared.ocr import OCROptions, ResolutionMode
 
 NGRAM_SIZE = 30
 NGRAM_WINDOW = 90
@@ -66,22 +61,18 @@ def _logits_processor_fqcn() -> str:
     return f"{__name__}:DeepseekNoRepeatNGram"
 
 
-class _DeepseekFamily(ModelFamily):
-    architecture: str
+class _DeepseekFamily(ServingFamily):
     modes: dict[ResolutionMode, dict[str, Any]]
     default_mode: ResolutionMode = ResolutionMode.gundam
-
-    @classmethod
-    def matches(cls, config: dict[str, Any]) -> bool:
-        return cls.architecture in (config.get("architectures") or [])
 
     def __init__(self, model_dir: Path) -> None:
         self.config = read_config(model_dir)
 
     def prompt(self, image: Image.Image, options: OCROptions) -> EnginePrompt:
-        instruction = options.prompt or TASK_PROMPTS[options.task]
+        instruction = self.family.instruction(options.task, options.prompt)
         return EnginePrompt(
-            text=f"{IMAGE_TOKEN}\n{instruction}", image=image, mm_processor_kwargs=self.processor_kwargs(options.resolution)
+            text=self.family.prompt_text(instruction), image=image,
+            mm_processor_kwargs=self.processor_kwargs(options.resolution),
         )
 
     def processor_kwargs(self, mode: ResolutionMode) -> dict[str, Any]:
@@ -99,8 +90,7 @@ class _DeepseekFamily(ModelFamily):
 
 @register
 class DeepseekOCRFamily(_DeepseekFamily):
-    name = "deepseek_ocr"
-    architecture = "DeepseekOCRForCausalLM"
+    family = family_named("deepseek_ocr")
     modes = V1_MODES
 
     def vllm_model_class(self) -> type:
@@ -111,8 +101,7 @@ class DeepseekOCRFamily(_DeepseekFamily):
 
 @register
 class DeepseekOCR2Family(_DeepseekFamily):
-    name = "deepseek_ocr2"
-    architecture = "DeepseekOCR2ForCausalLM"
+    family = family_named("deepseek_ocr2")
     modes = V2_MODES
 
     def vllm_model_class(self) -> type:

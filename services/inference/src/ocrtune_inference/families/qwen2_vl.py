@@ -1,4 +1,4 @@
-"""Qwen2-VL (and the tiny test model): the processor's chat template, images as they are.
+"""Qwen2-VL (the reader, the tiny test model): the tokenizer's chat template, images as they are.
 
 Qwen2-VL has no resolution modes: its processor resizes within min/max pixels, so
 ``OCROptions.resolution`` is ignored here.
@@ -8,28 +8,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
-from ocrtune_inference.families import EnginePrompt, ModelFamily, register
-from ocrtune_shared.ocr import OCROptions, OCRTask
-
-TASK_PROMPTS = {
-    OCRTask.free_ocr: "Free OCR.",
-    OCRTask.markdown: "Convert the document to markdown.",
-}
+from ocrtune_inference.families import EnginePrompt, ServingFamily, register
+from ocrtune_shared.families import family_named
+from ocrtune_shared.ocr import OCROptions
 
 
 @register
-class Qwen2VLFamily(ModelFamily):
-    name = "qwen2_vl"
-
-    @classmethod
-    def matches(cls, config: dict[str, Any]) -> bool:
-        return config.get("model_type") == "qwen2_vl" or "Qwen2VLForConditionalGeneration" in (
-            config.get("architectures") or []
-        )
+class Qwen2VLFamily(ServingFamily):
+    family = family_named("qwen2_vl")
 
     def __init__(self, model_dir: Path) -> None:
         from transformers import AutoTokenizer
@@ -40,11 +29,10 @@ class Qwen2VLFamily(ModelFamily):
         self._render = lru_cache(maxsize=256)(self._render_uncached)
 
     def _render_uncached(self, instruction: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
-        return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.family.prompt_text(instruction, self._tokenizer.apply_chat_template)
 
     def prompt(self, image: Image.Image, options: OCROptions) -> EnginePrompt:
-        return EnginePrompt(text=self._render(options.prompt or TASK_PROMPTS[options.task]), image=image)
+        return EnginePrompt(text=self._render(self.family.instruction(options.task, options.prompt)), image=image)
 
     def vllm_model_class(self) -> type:
         from vllm.model_executor.models.qwen2_vl import Qwen2VLForConditionalGeneration
