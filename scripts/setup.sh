@@ -18,9 +18,10 @@ if [ -z "$ENGINE" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then ENGINE=gpu; else ENGINE=cpu; fi
 fi
 
-# --- Debian packages: CJK fonts for the synthetic data; PostgreSQL and docker-compose for the tests.
+# --- Debian packages: CJK fonts for the synthetic data; PostgreSQL, docker-compose and the
+# browser the web console's tests drive (Debian's chromium, through Playwright) for the tests.
 apt_wanted=(fonts-noto-cjk)
-[ "$DEV" = 1 ] && apt_wanted+=(postgresql docker-compose)
+[ "$DEV" = 1 ] && apt_wanted+=(postgresql docker-compose chromium)
 apt_missing=()
 for pkg in "${apt_wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || apt_missing+=("$pkg")

@@ -19,6 +19,7 @@ from ocrtune_inference.metrics import ServiceMetrics
 from ocrtune_inference.ocr import OCRService
 from ocrtune_inference.settings import InferenceSettings
 from ocrtune_shared.http import install_error_handlers
+from ocrtune_shared.web_console import attach_console
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def create_app(settings: InferenceSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (ocr, adapters, chat, openai_models, health):
         router.attach_router(app)
+    attach_console(app, Path(__file__).with_name("ui"))  # the OCR playground at /ui/
     app.add_middleware(
         RequestGuard,
         api_keys=settings.api_keys,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 
-from ocrtune_trainer.api import errors, finetune, health
+from ocrtune_shared.web_console import attach_console
+from ocrtune_trainer.api import console, datasets, errors, finetune, health
 from ocrtune_trainer.jobs import JobQueue
 from ocrtune_trainer.metrics import TrainerMetrics
 from ocrtune_trainer.settings import TrainerSettings
@@ -57,6 +59,9 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     errors.attach_error_handlers(app)
     finetune.attach_router(app)
     health.attach_router(app)
+    datasets.attach_router(app)
+    console.attach_router(app)
+    attach_console(app, Path(__file__).with_name("ui"))  # the fine-tune dashboard at /ui/
     return app
 
 

@@ -59,6 +59,14 @@ class TrainerSettings(BaseSettings):
         default=None,
         description="After publishing, POST {inference_url}/adapters/{name}@{version}/load to warm the new version",
     )
+    inference_public_url: str | None = Field(
+        default=None,
+        description="The inference service's URL as a browser reaches it, for the web console's links to its "
+        "playground (/ui/); default: inference_url",
+    )
+    max_dataset_upload_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest dataset file POST /datasets (the console's upload) accepts"
+    )
     # A plain str like api_keys: the settings reach the worker process serialized, and a
     # SecretStr would arrive there as '**********'.
     inference_api_key: str | None = Field(
@@ -127,3 +135,8 @@ class TrainerSettings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Datasets uploaded through POST /datasets; local dataset URIs may always point here."""
+        return self.data_dir / "uploads"

@@ -10,7 +10,10 @@ from ocrtune_shared.http import bearer_key_matches, error_response
 ADAPTER_UPLOAD_PATH = "/adapters"
 # /metrics is open as on the trainer: Prometheus scrapes it without a key (deploy/k8s's
 # scrape annotations), and it carries counts and timings, never request content.
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+# /ui/ is the playground's static files (and /ui its redirect there): they hold no data, and every
+# call they make sends the user's key.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc", "/ui/")
+OPEN_EXACT_PATHS = ("/ui",)
 # Multipart framing and form fields around the file.
 _FORM_OVERHEAD = 64 * 1024
 
@@ -34,7 +37,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.api_keys and not scope["path"].startswith(OPEN_PATHS):
+        if self.api_keys and not (scope["path"].startswith(OPEN_PATHS) or scope["path"] in OPEN_EXACT_PATHS):
             if not bearer_key_matches(headers.get(b"authorization", b"").decode("latin-1"), self.api_keys):
                 await error_response(401, ErrorCode.unauthorized, "missing or wrong API key (Authorization: Bearer <key>)")(
                     scope, receive, send

@@ -39,11 +39,14 @@ def check_local_allowed(path: Path, settings: TrainerSettings, uri: str) -> Path
     if not path.is_absolute():
         raise DatasetError(ErrorCode.uri_not_allowed, "local dataset paths must be absolute", uri)
     resolved = path.resolve()
+    if resolved.is_relative_to(settings.uploads_dir.resolve()):
+        return resolved  # the trainer's own copy of a dataset uploaded through POST /datasets
     roots = [root.resolve() for root in settings.data_roots]
     if not roots:
         raise DatasetError(
             ErrorCode.uri_not_allowed,
-            "local paths are disabled: the trainer has no data roots (set OCRTUNE_TRAINER_DATA_ROOTS)",
+            "local paths are disabled: the trainer has no data roots (set OCRTUNE_TRAINER_DATA_ROOTS);"
+            " upload a file with POST /datasets instead",
             uri,
         )
     if not any(resolved.is_relative_to(root) for root in roots):
