@@ -13,17 +13,18 @@ The browser is Debian's chromium driven by Playwright (no browser download): set
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from trainer.conftest import TrainerService, free_port, kill_group, start_service
+from trainer.conftest import TrainerService
+from trainer.conftest import start_service as start_trainer
+
+from ocrtune_devkit import processes
+from ocrtune_devkit.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "ui"
@@ -65,41 +66,6 @@ class Console:
         return httpx.Client(base_url=self.trainer.url, timeout=60, headers={"Authorization": f"Bearer {TRAINER_KEY}"})
 
 
-def _start_inference(model_dir: Path, store: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "OCRTUNE_INFERENCE_MODEL": str(model_dir),
-        "OCRTUNE_INFERENCE_ADAPTER_STORE": str(store),
-        "OCRTUNE_INFERENCE_HOST": "127.0.0.1",
-        "OCRTUNE_INFERENCE_PORT": str(port),
-        "OCRTUNE_INFERENCE_API_KEYS": INFERENCE_KEY,
-        "OCRTUNE_INFERENCE_MAX_MODEL_LEN": "1024",
-        "OCRTUNE_INFERENCE_DTYPE": "float32",
-    }
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ocrtune_inference"], env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def _wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"inference service exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"inference service not ready after {timeout} s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="session")
 def console(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Console]:
     from ocrtune_devkit.adapters import AdapterSpec, build_tiny_adapter, publish_tiny_adapter
@@ -111,11 +77,25 @@ def console(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> I
     # The spec tests/inference trains for its "a1" adapter: same digest, so one cached training serves both.
     fixed = build_tiny_adapter(AdapterSpec(fixed_text=FIXED_TEXT, steps=40, samples=4, learning_rate=3e-3), tiny_model_dir)
     publish_tiny_adapter(AdapterStore(store), FIXED_ADAPTER, fixed, str(tiny_model_dir))
+    port = free_port()
+    inference_url = f"http://127.0.0.1:{port}"
     log = root / "inference.log"
-    process, inference_url = _start_inference(tiny_model_dir, store, log)
+    env = {
+        **os.environ,
+        "OCRTUNE_INFERENCE_MODEL": str(tiny_model_dir),
+        "OCRTUNE_INFERENCE_ADAPTER_STORE": str(store),
+        "OCRTUNE_INFERENCE_HOST": "127.0.0.1",
+        "OCRTUNE_INFERENCE_PORT": str(port),
+        "OCRTUNE_INFERENCE_API_KEYS": INFERENCE_KEY,
+        "OCRTUNE_INFERENCE_MAX_MODEL_LEN": "1024",
+        "OCRTUNE_INFERENCE_DTYPE": "float32",
+    }
+    # Started first: vLLM takes longest, and the trainer starts while it loads.
+    inference = processes.start_service("inference", [sys.executable, "-m", "ocrtune_inference"], url=inference_url,
+                                        env=env, log=log)
     trainer = None
     try:
-        trainer = start_service(
+        trainer = start_trainer(
             trainer_dir,
             base_model=tiny_model_dir,
             data_roots=[],  # the console's datasets arrive through POST /datasets
@@ -125,14 +105,15 @@ def console(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> I
                 "OCRTUNE_TRAINER_INFERENCE_API_KEY": INFERENCE_KEY,
             },
         )
-        _wait_ready(process, inference_url, log, INFERENCE_STARTUP_S)
+        try:
+            processes.wait_until_ready([inference], timeout=INFERENCE_STARTUP_S, poll_s=0.5)
+        except (processes.ServiceExited, TimeoutError) as exc:
+            pytest.fail(str(exc))
         yield Console(inference_url, trainer, store, tiny_model_dir, log)
     finally:
         if trainer is not None:
-            kill_group(trainer.process, signal.SIGTERM)
-            kill_group(trainer.process)
-        kill_group(process, signal.SIGTERM)
-        kill_group(process)
+            processes.stop_process_group(trainer.process, grace_s=10)
+        inference.stop(grace_s=20)  # the engine core and workers too
 
 
 @pytest.fixture(scope="module")
