@@ -35,12 +35,12 @@ def test_deepseek_job_publishes_a_servable_adapter(tiny_deepseek_ocr2, tmp_path)
         hyperparameters={"max_steps": 2, "warmup_steps": 0, "per_device_batch_size": 2, "gradient_accumulation_steps": 1,
                          "learning_rate": 1e-2, "max_new_tokens": 4, "optimizer": "adamw_torch"},
     )
-    job = worker.queue.submit(request)
-    worker.validate_job(worker.queue.get(job.id))
-    claimed = worker.queue.claim_next(worker.worker_id)
+    job = worker.jobs.submit(request)
+    worker.validate_job(worker.jobs.get(job.id))
+    claimed = worker.leases.claim_next(worker.worker_id)
     assert claimed is not None and claimed.id == job.id
     worker.run_job(claimed)
-    done = worker.queue.get(job.id)
+    done = worker.jobs.get(job.id)
     assert done.state is JobState.succeeded, done
 
     store = AdapterStore(settings.adapter_store)

@@ -81,11 +81,11 @@ def test_sigterm_stops_training_and_leaves_no_job_running(tmp_path, tiny_model_d
         )
     finally:
         kill_group(service.process)
-    from ocrtune_trainer.jobs import JobQueue
+    from ocrtune_trainer.job_store import JobStore
 
-    queue = JobQueue(f"sqlite:///{tmp_path / 'svc' / 'jobs.db'}")
+    jobs = JobStore(f"sqlite:///{tmp_path / 'svc' / 'jobs.db'}")
     try:
-        stopped = queue.get(job["id"])
+        stopped = jobs.get(job["id"])
         assert stopped.state.value == "failed" and "shut down" in stopped.error.message
     finally:
-        queue.close()
+        jobs.close()

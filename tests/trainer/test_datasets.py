@@ -182,7 +182,7 @@ def test_prepare_holds_out_eval_rows_deterministically(data_layouts, settings, t
     request = FinetuneRequest(adapter_name="x", train={"uri": str(data_layouts.paths["parquet"])}, eval_fraction=0.25)
     first = prepare(request, tmp_path / "a", settings)
     second = prepare(request, tmp_path / "b", settings)
-    assert (first.train_rows, first.eval_rows) == (6, 2)
+    assert (first.train_rows, first.eval_rows) == (second.train_rows, second.eval_rows) == (6, 2)
     assert fingerprint(read_prepared(tmp_path / "a" / "train.parquet")) == fingerprint(
         read_prepared(tmp_path / "b" / "train.parquet"))
 

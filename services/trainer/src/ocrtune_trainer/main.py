@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request, Response
 
 from ocrtune_shared.web_console import attach_console
 from ocrtune_trainer.api import console, datasets, errors, finetune, health
-from ocrtune_trainer.jobs import JobQueue
+from ocrtune_trainer.job_store import JobStore
 from ocrtune_trainer.metrics import TrainerMetrics
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.supervisor import WorkerSupervisor
@@ -21,14 +21,14 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
     settings = settings or TrainerSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.local_adapter_store.mkdir(parents=True, exist_ok=True)
-    queue = JobQueue(settings.resolved_database_url)
-    metrics = TrainerMetrics(queue.count_by_state)
+    jobs = JobStore(settings.resolved_database_url)
+    metrics = TrainerMetrics(jobs.count_by_state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         supervisor = None
         if settings.run_worker:
-            supervisor = WorkerSupervisor(settings, queue, on_restart=metrics.worker_restarts.inc)
+            supervisor = WorkerSupervisor(settings, jobs, on_restart=metrics.worker_restarts.inc)
             supervisor.start()
         app.state.supervisor = supervisor
         try:
@@ -36,7 +36,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         finally:
             if supervisor is not None:
                 supervisor.stop()
-            queue.close()
+            jobs.close()
 
     app = FastAPI(
         title="ocrtune trainer",
@@ -45,7 +45,7 @@ def create_app(settings: TrainerSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.queue = queue
+    app.state.jobs = jobs
     app.state.metrics = metrics
     app.state.supervisor = None
 

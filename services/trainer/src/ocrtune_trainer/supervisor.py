@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from ocrtune_shared.processes import die_with_parent
-from ocrtune_trainer.jobs import JobQueue, this_worker_id
+from ocrtune_trainer.job_leases import JobLeases, this_worker_id
+from ocrtune_trainer.job_store import JobStore
 from ocrtune_trainer.settings import TrainerSettings
 
 log = logging.getLogger("ocrtune_trainer.supervisor")
@@ -25,9 +26,9 @@ class WorkerSupervisor:
     reason (signal 9 is what the OOM killer sends), before a new worker is started.
     """
 
-    def __init__(self, settings: TrainerSettings, queue: JobQueue, on_restart: Any = None) -> None:
+    def __init__(self, settings: TrainerSettings, jobs: JobStore, on_restart: Any = None) -> None:
         self.settings = settings
-        self.queue = queue
+        self.leases = JobLeases(jobs)
         self.process: subprocess.Popen | None = None
         self.restarts = 0
         self.on_restart = on_restart
@@ -63,7 +64,7 @@ class WorkerSupervisor:
             reason = describe_exit(self.process.pid, code)
             log.error("%s; restarting it", reason)
             try:
-                self.queue.recover_orphans(dead_worker=this_worker_id(self.process.pid), reason=reason)
+                self.leases.recover_orphans(dead_worker=this_worker_id(self.process.pid), reason=reason)
             except Exception:
                 log.exception("could not mark the dead worker's jobs failed")
             self.restarts += 1

@@ -22,7 +22,8 @@ from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, JobState
 from ocrtune_shared.store import AdapterStore, RemoteAdapterStore, is_remote_store
-from ocrtune_trainer.jobs import JobConflict, JobQueue, this_worker_id
+from ocrtune_trainer.job_leases import JobLeases, this_worker_id
+from ocrtune_trainer.job_store import JobConflict, JobStore
 from ocrtune_trainer.settings import TrainerSettings
 
 log = logging.getLogger("ocrtune_trainer.worker")
@@ -31,7 +32,8 @@ log = logging.getLogger("ocrtune_trainer.worker")
 class Worker:
     def __init__(self, settings: TrainerSettings) -> None:
         self.settings = settings
-        self.queue = JobQueue(settings.resolved_database_url)
+        self.jobs = JobStore(settings.resolved_database_url)
+        self.leases = JobLeases(self.jobs)
         self.store = AdapterStore(settings.local_adapter_store)
         self.remote_store = RemoteAdapterStore(str(settings.adapter_store)) if is_remote_store(settings.adapter_store) else None
         self.worker_id = this_worker_id()
@@ -40,7 +42,7 @@ class Worker:
     # --- lifecycle
 
     def run_forever(self) -> None:
-        failed = self.queue.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
+        failed = self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
         for job_id in failed:
             log.warning("job %s was left running by a worker that is gone: marked failed", job_id)
         threads = [
@@ -54,7 +56,7 @@ class Worker:
             if os.getppid() != parent:
                 log.warning("the trainer API process is gone; the worker stops")
                 break
-            job = self.queue.claim_next(self.worker_id)
+            job = self.leases.claim_next(self.worker_id)
             if job is None:
                 self.stopping.wait(self.settings.poll_interval_s)
                 continue
@@ -67,8 +69,8 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
-                self.queue.heartbeat(self.worker_id)
-                self.queue.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
+                self.leases.heartbeat(self.worker_id)
+                self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
             except Exception:  # the database may be briefly unreachable; try again next beat
                 log.exception("heartbeat failed")
 
@@ -77,7 +79,7 @@ class Worker:
     def _validation_loop(self) -> None:
         while not self.stopping.is_set():
             try:
-                job = self.queue.claim_validation(self.worker_id)
+                job = self.leases.claim_validation(self.worker_id)
             except Exception:
                 log.exception("claiming a job to validate failed")
                 job = None
@@ -108,16 +110,16 @@ class Worker:
         if prepared.eval_from_train:
             note += " (one row only: it is also the eval row)"
         try:
-            self.queue.update_result(
+            self.jobs.update_result(
                 job.id, JobResult(train_samples=prepared.train_rows, eval_samples=prepared.eval_rows)
             )
-            self.queue.transition(job.id, JobState.queued, message=note)
+            self.jobs.transition(job.id, JobState.queued, message=note)
         except JobConflict:
             self._cleanup(job.id)  # cancelled while it was being validated
 
     def _finish_validation(self, job_id: str, error: ErrorBody) -> None:
         try:
-            self.queue.transition(job_id, JobState.failed, error=error)
+            self.jobs.transition(job_id, JobState.failed, error=error)
         except JobConflict:
             pass
         self._cleanup(job_id)
@@ -134,7 +136,7 @@ class Worker:
     def _stop_reason(self, job_id: str) -> str | None:
         if self.stopping.is_set():
             return "shutdown"
-        return "cancelled" if self.queue.cancel_requested(job_id) else None
+        return "cancelled" if self.jobs.cancel_requested(job_id) else None
 
     def run_job(self, job: Job) -> None:
         from ocrtune_trainer.datasets import DatasetError
@@ -163,7 +165,7 @@ class Worker:
 
     def _end(self, job_id: str, state: JobState, **kwargs: Any) -> None:
         try:
-            self.queue.transition(job_id, state, **kwargs)
+            self.jobs.transition(job_id, state, **kwargs)
         except JobConflict as exc:
             log.warning("could not end %s as %s: %s", job_id, state.value, exc)
 
@@ -189,36 +191,36 @@ class Worker:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        report = QueueJobReport(self.queue, job, lambda: self._stop_reason(job.id))
+        report = StoreJobReport(self.jobs, job, lambda: self._stop_reason(job.id))
         return run_finetune(job, self.workdir(job.id), self.settings, self.store, report, self.remote_store)
 
 
-class QueueJobReport:
+class StoreJobReport:
     """``recipe.JobReport`` over the job store: progress, events and stop requests of one job."""
 
-    def __init__(self, queue: JobQueue, job: Job, stop_reason: Any) -> None:
-        self.queue = queue
+    def __init__(self, jobs: JobStore, job: Job, stop_reason: Any) -> None:
+        self.jobs = jobs
         self.job_id = job.id
         self.total_steps = job.request.hyperparameters.max_steps
         self.stop_reason = stop_reason
 
     def phase(self, name: str) -> None:
-        current = self.queue.get(self.job_id).progress
-        self.queue.update_progress(
+        current = self.jobs.get(self.job_id).progress
+        self.jobs.update_progress(
             self.job_id, current.model_copy(update={"phase": name, "total_steps": self.total_steps}), message=name
         )
 
     def progress(self, progress: JobProgress) -> None:
-        self.queue.update_progress(self.job_id, progress)
+        self.jobs.update_progress(self.job_id, progress)
 
     def log(self, message: str, event_type: JobEventType = JobEventType.log, cer: CERResult | None = None) -> None:
         if cer is None:
-            self.queue.log(self.job_id, message, event_type)
+            self.jobs.log(self.job_id, message, event_type)
         else:
-            self.queue.log(self.job_id, message, event_type, cer=cer)
+            self.jobs.log(self.job_id, message, event_type, cer=cer)
 
     def result(self, result: JobResult) -> None:
-        self.queue.update_result(self.job_id, result)
+        self.jobs.update_result(self.job_id, result)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.http import error_response, install_error_handlers
-from ocrtune_trainer.jobs import JobConflict, JobNotFound
+from ocrtune_trainer.job_store import JobConflict, JobNotFound
 
 
 def attach_error_handlers(app: FastAPI) -> None:

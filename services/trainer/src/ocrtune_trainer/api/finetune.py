@@ -13,7 +13,7 @@ from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.http import bearer_key_matches
 from ocrtune_shared.jobs import Job, JobList, JobState
-from ocrtune_trainer.jobs import JobQueue
+from ocrtune_trainer.job_store import JobStore
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.validation import check_request
 
@@ -37,8 +37,8 @@ def require_api_key(request: Request, authorization: str | None = Header(default
 router = APIRouter(prefix="/finetune", tags=["finetune"], dependencies=[Depends(require_api_key)], responses=ERRORS)
 
 
-def _queue(request: Request) -> JobQueue:
-    return request.app.state.queue
+def _jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
 
 
 @router.post("", status_code=202, response_model=Job)
@@ -47,7 +47,7 @@ async def submit(body: FinetuneRequest, request: Request) -> Job:
     check_request(body, settings)
     if body.base_model is None:
         body = body.model_copy(update={"base_model": settings.base_model})
-    job = await run_in_threadpool(_queue(request).submit, body)
+    job = await run_in_threadpool(_jobs(request).submit, body)
     request.app.state.metrics.jobs_submitted.inc()
     return job
 
@@ -60,19 +60,19 @@ async def list_jobs(
     limit: int = Query(default=20, ge=1, le=100),
 ) -> JobList:
     try:
-        return await run_in_threadpool(_queue(request).list, state, cursor or None, limit)
+        return await run_in_threadpool(_jobs(request).list, state, cursor or None, limit)
     except ValueError as exc:
         raise ServiceError(422, ErrorCode.invalid_request, str(exc), "cursor") from None
 
 
 @router.get("/{job_id}", response_model=Job)
 async def get_job(job_id: str, request: Request) -> Job:
-    return await run_in_threadpool(_queue(request).get, job_id)
+    return await run_in_threadpool(_jobs(request).get, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
 async def cancel_job(job_id: str, request: Request) -> Job:
-    return await run_in_threadpool(_queue(request).request_cancel, job_id)
+    return await run_in_threadpool(_jobs(request).request_cancel, job_id)
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
@@ -80,21 +80,21 @@ async def job_events(
     job_id: str, request: Request, last_event_id: str | None = Header(default=None)
 ) -> EventSourceResponse:
     """Server-sent events: every state change, progress step, eval CER; ends when the job ends."""
-    queue = _queue(request)
-    await run_in_threadpool(queue.get, job_id)  # 404 before the stream starts
+    jobs = _jobs(request)
+    await run_in_threadpool(jobs.get, job_id)  # 404 before the stream starts
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     interval = request.app.state.settings.poll_interval_s
 
     async def stream() -> AsyncIterator[dict]:
         nonlocal after
         while True:
-            events = await run_in_threadpool(queue.events, job_id, after)
+            events = await run_in_threadpool(jobs.events, job_id, after)
             for event in events:
                 after = event.seq
                 yield {"id": str(event.seq), "event": event.type.value, "data": event.model_dump_json()}
             if not events:
-                job = await run_in_threadpool(queue.get, job_id)
-                if job.state.terminal and not await run_in_threadpool(queue.events, job_id, after):
+                job = await run_in_threadpool(jobs.get, job_id)
+                if job.state.terminal and not await run_in_threadpool(jobs.events, job_id, after):
                     return
                 if await request.is_disconnected():
                     return

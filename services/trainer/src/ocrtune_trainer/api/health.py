@@ -21,7 +21,7 @@ async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     problems: list[str] = []
     try:
-        await run_in_threadpool(state.queue.count_by_state)
+        await run_in_threadpool(state.jobs.count_by_state)
     except Exception as exc:
         problems.append(f"job store unreachable: {type(exc).__name__}")
     supervisor = state.supervisor

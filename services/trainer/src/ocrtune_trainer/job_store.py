@@ -4,15 +4,14 @@ SQLite by default, Postgres by URL, through SQLAlchemy Core. Every state change 
 a compare-and-set (``UPDATE ... WHERE state = <old>``) checked against
 ``ocrtune_shared.jobs.can_transition``, so the API process (submit, cancel) and the
 worker process (validate, claim, finish) never overwrite each other's decisions.
+Which worker holds which job, and what happens when it dies, is ``job_leases``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -99,15 +98,11 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def aware_utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes even for timezone=True columns; all ours are UTC.
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-def this_worker_id(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def make_engine(url: str) -> Engine:
@@ -127,7 +122,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-class JobQueue:
+class JobStore:
     """Jobs in a SQL database, shared by the API process and the worker process."""
 
     def __init__(self, url: str) -> None:
@@ -158,7 +153,7 @@ class JobQueue:
 
     # --- reading
 
-    def _to_job(self, row: Any) -> Job:
+    def to_job(self, row: Any) -> Job:
         return Job(
             id=row.id,
             state=JobState(row.state),
@@ -166,10 +161,10 @@ class JobQueue:
             progress=JobProgress.model_validate(row.progress),
             result=JobResult.model_validate(row.result),
             error=ErrorBody.model_validate(row.error) if row.error else None,
-            created_at=_aware(row.created_at),
-            updated_at=_aware(row.updated_at),
-            started_at=_aware(row.started_at),
-            finished_at=_aware(row.finished_at),
+            created_at=aware_utc(row.created_at),
+            updated_at=aware_utc(row.updated_at),
+            started_at=aware_utc(row.started_at),
+            finished_at=aware_utc(row.finished_at),
         )
 
     def get(self, job_id: str) -> Job:
@@ -177,7 +172,7 @@ class JobQueue:
             row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
         if row is None:
             raise JobNotFound(f"job {job_id!r} does not exist")
-        return self._to_job(row)
+        return self.to_job(row)
 
     def list(self, state: JobState | None = None, cursor: str | None = None, limit: int = 20) -> JobList:
         """Newest first; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
@@ -192,7 +187,7 @@ class JobQueue:
             rows = conn.execute(query).all()
         page = rows[:limit]
         next_cursor = str(page[-1].seq) if len(rows) > limit else None
-        return JobList(jobs=[self._to_job(r) for r in page], next_cursor=next_cursor)
+        return JobList(jobs=[self.to_job(r) for r in page], next_cursor=next_cursor)
 
     def count_by_state(self) -> dict[JobState, int]:
         with self.engine.connect() as conn:
@@ -220,7 +215,7 @@ class JobQueue:
                 seq=r.seq,
                 job_id=r.job_id,
                 type=JobEventType(r.type),
-                time=_aware(r.time),
+                time=aware_utc(r.time),
                 state=JobState(r.state) if r.state else None,
                 progress=JobProgress.model_validate(r.progress) if r.progress else None,
                 cer=CERResult.model_validate(r.cer) if r.cer else None,
@@ -231,7 +226,7 @@ class JobQueue:
 
     # --- writing
 
-    def _event(
+    def event_in(
         self,
         conn: Any,
         job_id: str,
@@ -270,7 +265,7 @@ class JobQueue:
                     updated_at=stamp,
                 )
             )
-            self._event(conn, job_id, JobEventType.state, state=JobState.validating, message="job created")
+            self.event_in(conn, job_id, JobEventType.state, state=JobState.validating, message="job created")
         return self.get(job_id)
 
     def transition(
@@ -286,34 +281,48 @@ class JobQueue:
     ) -> Job:
         """Move ``job_id`` to ``new`` if the state machine allows it from its current state."""
         with self.engine.begin() as conn:
-            row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
-            if row is None:
-                raise JobNotFound(f"job {job_id!r} does not exist")
-            old = JobState(row.state)
-            allowed = set(only_from) if only_from is not None else None
-            if not can_transition(old, new) or (allowed is not None and old not in allowed):
-                raise JobConflict(f"job {job_id} is {old.value}; it cannot become {new.value}")
-            stamp = now()
-            values: dict[str, Any] = {"state": new.value, "updated_at": stamp}
-            if new is JobState.running:
-                values.update(started_at=stamp, worker_id=worker_id, heartbeat_at=stamp)
-            if new.terminal:
-                values["finished_at"] = stamp
-            if new is JobState.queued:
-                values["worker_id"] = None
-            if error is not None:
-                values["error"] = error.model_dump(mode="json")
-            if result is not None:
-                values["result"] = result.model_dump(mode="json")
-            changed = conn.execute(
-                update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.state == old.value).values(**values)
-            ).rowcount
-            if changed != 1:
-                raise JobConflict(f"job {job_id} changed state while becoming {new.value}")
-            self._event(
-                conn, job_id, JobEventType.state, state=new, message=message or (error.message if error else "")
-            )
+            self.transition_in(conn, job_id, new, message=message, error=error, result=result, only_from=only_from,
+                               worker_id=worker_id)
         return self.get(job_id)
+
+    def transition_in(
+        self,
+        conn: Any,
+        job_id: str,
+        new: JobState,
+        *,
+        message: str = "",
+        error: ErrorBody | None = None,
+        result: JobResult | None = None,
+        only_from: Iterable[JobState] | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        """``transition`` inside the caller's transaction (a lease taken with the row locked)."""
+        row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        if row is None:
+            raise JobNotFound(f"job {job_id!r} does not exist")
+        old = JobState(row.state)
+        allowed = set(only_from) if only_from is not None else None
+        if not can_transition(old, new) or (allowed is not None and old not in allowed):
+            raise JobConflict(f"job {job_id} is {old.value}; it cannot become {new.value}")
+        stamp = now()
+        values: dict[str, Any] = {"state": new.value, "updated_at": stamp}
+        if new is JobState.running:
+            values.update(started_at=stamp, worker_id=worker_id, heartbeat_at=stamp)
+        if new.terminal:
+            values["finished_at"] = stamp
+        if new is JobState.queued:
+            values["worker_id"] = None
+        if error is not None:
+            values["error"] = error.model_dump(mode="json")
+        if result is not None:
+            values["result"] = result.model_dump(mode="json")
+        changed = conn.execute(
+            update(jobs_table).where(jobs_table.c.id == job_id, jobs_table.c.state == old.value).values(**values)
+        ).rowcount
+        if changed != 1:
+            raise JobConflict(f"job {job_id} changed state while becoming {new.value}")
+        self.event_in(conn, job_id, JobEventType.state, state=new, message=message or (error.message if error else ""))
 
     def fail(self, job_id: str, code: ErrorCode, message: str, where: str | None = None) -> Job:
         return self.transition(job_id, JobState.failed, error=ErrorBody(code=code, message=message, where=where))
@@ -328,49 +337,13 @@ class JobQueue:
                 conn.execute(
                     update(jobs_table).where(jobs_table.c.id == job_id).values(cancel_requested=True, updated_at=now())
                 )
-                self._event(conn, job_id, JobEventType.log, message="cancel requested")
+                self.event_in(conn, job_id, JobEventType.log, message="cancel requested")
             return self.get(job_id)
         try:
             return self.transition(job_id, JobState.cancelled, message="cancelled before it ran")
         except JobConflict:
             # The worker claimed it meanwhile: it is running now, so ask again that way.
             return self.request_cancel(job_id)
-
-    def claim_validation(self, worker_id: str) -> Job | None:
-        """Take the oldest job awaiting validation that no live worker holds."""
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(jobs_table.c.id)
-                .where(jobs_table.c.state == JobState.validating.value, jobs_table.c.worker_id.is_(None))
-                .order_by(jobs_table.c.seq)
-                .limit(1)
-            ).first()
-            if row is None:
-                return None
-            changed = conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.id == row.id, jobs_table.c.worker_id.is_(None))
-                .values(worker_id=worker_id, heartbeat_at=now())
-            ).rowcount
-        return self.get(row.id) if changed == 1 else None
-
-    def claim_next(self, worker_id: str) -> Job | None:
-        """Move the oldest queued job to ``running`` for ``worker_id``; ``None`` if none waits."""
-        for _ in range(5):
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(jobs_table.c.id)
-                    .where(jobs_table.c.state == JobState.queued.value)
-                    .order_by(jobs_table.c.seq)
-                    .limit(1)
-                ).first()
-            if row is None:
-                return None
-            try:
-                return self.transition(row.id, JobState.running, worker_id=worker_id, message=f"started by {worker_id}")
-            except JobConflict:
-                continue  # cancelled or taken by another worker between the two statements
-        return None
 
     def update_progress(self, job_id: str, progress: JobProgress, *, event: bool = True, message: str = "") -> None:
         with self.engine.begin() as conn:
@@ -381,7 +354,7 @@ class JobQueue:
                 .values(progress=progress.model_dump(mode="json"), updated_at=stamp, heartbeat_at=stamp)
             )
             if event:
-                self._event(conn, job_id, JobEventType.progress, progress=progress, message=message)
+                self.event_in(conn, job_id, JobEventType.progress, progress=progress, message=message)
 
     def update_result(self, job_id: str, result: JobResult) -> None:
         with self.engine.begin() as conn:
@@ -395,86 +368,4 @@ class JobQueue:
         self, job_id: str, message: str, type_: JobEventType = JobEventType.log, cer: CERResult | None = None
     ) -> None:
         with self.engine.begin() as conn:
-            self._event(conn, job_id, type_, message=message, cer=cer)
-
-    def heartbeat(self, worker_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(jobs_table)
-                .where(
-                    jobs_table.c.worker_id == worker_id,
-                    jobs_table.c.state.in_([JobState.running.value, JobState.validating.value]),
-                )
-                .values(heartbeat_at=now())
-            )
-
-    def recover_orphans(
-        self, *, dead_worker: str | None = None, stale_after: float | None = None, reason: str = ""
-    ) -> list[str]:
-        """Fail ``running`` jobs whose worker is gone; hand their ``validating`` jobs back.
-
-        A worker is gone when it is ``dead_worker`` (its supervisor saw it exit), when
-        it ran on this host and its process no longer exists, or when its heartbeat is
-        older than ``stale_after`` seconds (another host, or a hung process).
-        """
-        failed: list[str] = []
-        host = socket.gethostname()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs_table.c.id, jobs_table.c.state, jobs_table.c.worker_id, jobs_table.c.heartbeat_at).where(
-                    jobs_table.c.state.in_([JobState.running.value, JobState.validating.value]),
-                    jobs_table.c.worker_id.is_not(None),
-                )
-            ).all()
-        for row in rows:
-            why = _gone(row.worker_id, _aware(row.heartbeat_at), dead_worker, stale_after, host)
-            if why is None:
-                continue
-            if row.state == JobState.validating.value:
-                with self.engine.begin() as conn:
-                    conn.execute(
-                        update(jobs_table)
-                        .where(jobs_table.c.id == row.id, jobs_table.c.worker_id == row.worker_id)
-                        .values(worker_id=None)
-                    )
-                continue
-            message = f"the worker running this job stopped: {reason or why}; the job did not finish"
-            try:
-                self.transition(
-                    row.id,
-                    JobState.failed,
-                    error=ErrorBody(code=ErrorCode.internal, message=message),
-                    only_from=[JobState.running],
-                )
-                failed.append(row.id)
-            except JobConflict:
-                pass
-        return failed
-
-
-def _gone(
-    worker_id: str, heartbeat: datetime | None, dead_worker: str | None, stale_after: float | None, host: str
-) -> str | None:
-    if dead_worker is not None and worker_id == dead_worker:
-        return "its process exited"
-    worker_host, _, pid = worker_id.rpartition(":")
-    if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-        return f"its process (pid {pid}) no longer exists"
-    if stale_after is not None and heartbeat is not None and now() - heartbeat > timedelta(seconds=stale_after):
-        return f"no heartbeat for more than {stale_after:.0f} s"
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+            self.event_in(conn, job_id, type_, message=message, cer=cer)
