@@ -9,6 +9,9 @@
 #   bash scripts/gpu_install.sh --status   which parts this machine holds so far (calls 1..N-1)
 #   bash scripts/gpu_install.sh --env      the exports a later command needs:
 #                                          eval "$(bash scripts/gpu_install.sh --env)"
+#   bash scripts/gpu_install.sh --trainer  the trainer path only, from the last part alone (trl, datasets and
+#                                          the small wheels; vllm, split over every part, is left out):
+#                                          one device call when the serving path is not needed
 #
 # Environment: GPU_WHEELS_DIR (.gpuwheels), GPU_WHEELS_OUT (/tmp/gpuwheels), GPU_SITE (/tmp/site),
 # PYTHON (python3: the machine's /opt/torch/.venv/bin/python3 with torch 2.11.0+cu130).
@@ -68,8 +71,10 @@ if [ "$MODE" = "--status" ]; then
   df -h /tmp | tail -1 | awk '{print "gpu_install: /tmp has " $4 " free"}'
   exit 0
 fi
-[ "$MODE" = install ] || { echo "usage: $0 [--status|--env]" >&2; exit 64; }
-if [ "${#missing[@]}" -gt 0 ]; then
+TRAINER_ONLY=0
+[ "$MODE" = --trainer ] && { TRAINER_ONLY=1; MODE=install; }
+[ "$MODE" = install ] || { echo "usage: $0 [--status|--env|--trainer]" >&2; exit 64; }
+if [ "${#missing[@]}" -gt 0 ] && [ "$TRAINER_ONLY" = 0 ]; then
   echo "gpu_install: parts missing on this machine: ${missing[*]} (present: ${present[*]:-none})." >&2
   echo "gpu_install: a machine that went cold loses earlier parts: carry them again, p01 first." >&2
   exit 2
@@ -87,6 +92,10 @@ while IFS=$'\t' read -r tag file sha size pieces kind _reason; do
       [ -n "$src" ] || { echo "gpu_install: $file not found in any part" >&2; exit 2; }
       cp "$src" "$dest.tmp"
     else
+      if [ "$TRAINER_ONLY" = 1 ] && [ "$(ls "$PARTS"/p[0-9]*/"$file".[0-9][0-9][0-9] 2>/dev/null | wc -l)" != "$pieces" ]; then
+        echo "gpu_install: --trainer: $file is not all here, left out"
+        continue
+      fi
       : > "$dest.tmp"
       for k in $(seq 0 $((pieces - 1))); do
         piece=$(printf '%s.%03d' "$file" "$k")
@@ -217,6 +226,19 @@ PYEOF
 
 # --- import check (a traceback, then this script's exit status 4, names what did not import).
 import_failed() { echo "gpu_install: IMPORT CHECK FAILED (traceback above): not ready" >&2; exit 4; }
+if [ "$TRAINER_ONLY" = 1 ]; then
+  "$PY" - <<'PYEOF' || import_failed
+import datasets, peft, torch, trl  # noqa: E401
+from trl import SFTConfig, SFTTrainer  # noqa: F401
+import ocrtune_trainer.training, ocrtune_trainer.evaluation, ocrtune_trainer.recipe  # noqa: E401,F401
+import ocrtune_devkit.deepseek  # noqa: F401
+print(f"gpu_install: trainer path only: torch {torch.__version__}, GPU {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}, "
+      f"trl {trl.__version__}, datasets {datasets.__version__}, peft {peft.__version__}")
+print("gpu_install: OK (trainer path)")
+PYEOF
+  env_lines | sed 's/^/  /'
+  exit 0
+fi
 "$PY" -c "import vllm, fastapi, uvicorn; print(vllm.__version__)" || import_failed
 "$PY" - <<'PYEOF' || import_failed
 import importlib.metadata as md
