@@ -23,6 +23,19 @@ TINY_RECIPE = {
     "optimizer": "adamw_torch",
 }
 JOB_TIMEOUT_MS = 240_000
+# Records what the job view showed at each redraw: state, phase, loss-curve points, the adapter's CER
+# caption. One record per redraw: the nodes a redraw put in keep what they showed then, however
+# many redraws one observer callback reports.
+RECORD_REDRAWS = """() => { window.seen = [];
+    new MutationObserver((records) => { for (const record of records) {
+        const added = [...record.addedNodes].filter(n => n.nodeType === 1);
+        const find = (s) => added.map(n => n.matches(s) ? n : n.querySelector(s)).find(Boolean);
+        const state = find('#job-state');
+        if (!state) continue;
+        const chart = find('#loss-chart'), after = find('#cer-chart .bar:last-of-type .caption');
+        window.seen.push({state: state.textContent, phase: state.nextElementSibling.textContent,
+                          points: chart ? Number(chart.dataset.points || 0) : 0, after: after ? after.textContent : null});
+    } }).observe(document.querySelector('#job-view'), {childList: true}); }"""
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +90,7 @@ def test_fine_tune_from_an_uploaded_file_followed_live(page, console: Console, t
     for name, value in TINY_RECIPE.items():
         page.fill(f"#recipe input[data-path='hyperparameters.{name}']", str(value))
     assert page.inner_text("#changed-count") == f"{len(TINY_RECIPE)} changed"
-    # Every state and loss-curve size the view showed, one record per redraw (the nodes a redraw
-    # put in keep what they showed then, however many redraws one callback reports).
-    page.evaluate(
-        """() => { window.seen = [];
-            new MutationObserver((records) => { for (const record of records) {
-                const added = [...record.addedNodes].filter(n => n.nodeType === 1);
-                const find = (s) => added.map(n => n.matches(s) ? n : n.querySelector(s)).find(Boolean);
-                const state = find('#job-state'), chart = find('#loss-chart');
-                if (state) window.seen.push([state.textContent, chart ? Number(chart.dataset.points || 0) : 0]);
-            } }).observe(document.querySelector('#job-view'), {childList: true}); }"""
-    )
+    page.evaluate(RECORD_REDRAWS)
     page.click("#submit")
     page.wait_for_selector("#job-view[data-state]")
     page.wait_for_function(
@@ -104,11 +107,12 @@ def test_fine_tune_from_an_uploaded_file_followed_live(page, console: Console, t
     assert job["request"]["hyperparameters"] == {**defaults.model_dump(mode="json"), **TINY_RECIPE}
 
     seen = page.evaluate("window.seen")
-    states = [s for s, _ in seen]
-    assert "running" in states and states[-1] == "succeeded"
+    assert [s["state"] for s in seen].count("running") > 1 and seen[-1]["state"] == "succeeded"
     # The loss curve grew while the job ran, point by point, to one point per step.
-    growing = [points for s, points in seen if s == "running" and points]
+    growing = [s["points"] for s in seen if s["state"] == "running" and s["points"]]
     assert growing == sorted(growing) and sorted(set(growing)) == list(range(1, TINY_RECIPE["max_steps"] + 1))
+    # The adapter's CER appears once it is measured, not before.
+    assert all(s["after"] == "…" for s in seen if s["phase"] in ("checking the data", "measuring the base model's CER", "training"))
     assert page.get_attribute("#loss-chart", "data-points") == str(len(job["result"]["loss_curve"]))
 
     # CER before and after, as the job measured them.
@@ -122,8 +126,14 @@ def test_fine_tune_from_an_uploaded_file_followed_live(page, console: Console, t
     page.wait_for_selector("#adapter-rows tr[data-adapter='ui-zh@1']")
     link = page.get_attribute("#adapter-rows a[data-try='ui-zh@1']", "href")
     assert link == f"{console.inference_url}/ui/?adapter=ui-zh%401"
-    page.click("#job-rows tr[data-job] >> nth=0")  # the list is newest first: the same job, re-read
-    page.wait_for_selector("#job-adapter")
+    # Picked again later (a reload): the view is rebuilt from the job's events as it was drawn live.
+    page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ ({RECORD_REDRAWS})(); }})")
+    page.goto(f"{console.trainer_url}/ui/?job={job['id']}")
+    page.wait_for_selector("#job-view[data-state=succeeded] #job-adapter")
+    replayed = page.evaluate("window.seen")
+    assert [s["points"] for s in replayed if s["state"] == "running" and s["points"]] == growing
+    assert all(s["after"] == "…" for s in replayed if s["phase"] in ("measuring the base model's CER", "training"))
+    assert page.eval_on_selector_all("#cer-chart .bar text.caption", "nodes => nodes.map(n => n.textContent)") == captions
     screenshot(page, "dashboard-succeeded", full_page=True)
 
     with page.context.expect_page() as popup:

@@ -299,8 +299,9 @@ async function selectJob(id) {
     $("job-view").replaceChildren(el("p", { class: "error-text" }, describeError(err)));
     return;
   }
-  const points = new Map(job.result.loss_curve.map((p) => [p.step, p.loss]));
-  state.selected = { job, points, cerBefore: job.result.cer_before, cerAfter: job.result.cer_after, log: [], lastEventId: null };
+  // Drawn from the job's events alone, replayed from its first: a job picked mid-run looks as
+  // it would have had it been followed from the start. Its final result is read when it ends.
+  state.selected = { job, points: new Map(), cerBefore: null, cerAfter: null, log: [], lastEventId: null };
   const url = new URL(location.href);
   url.searchParams.set("job", id);
   history.replaceState(null, "", url);
@@ -360,8 +361,8 @@ function onJobEvent(id, event) {
     }
   }
   if (data.cer) {
-    // The first measurement is the base model's, the second the published adapter's.
-    if (!view.cerBefore) view.cerBefore = data.cer;
+    // Which model was measured is the phase the job was in (the events replay in order).
+    if (view.job.progress.phase === "evaluating_base") view.cerBefore = data.cer;
     else view.cerAfter = data.cer;
   }
   if (data.message) view.log.push(`${new Date(data.time).toLocaleTimeString()}  ${data.message}`);
