@@ -13,12 +13,11 @@ from .conftest import FIXED_ADAPTER, FIXED_TEXT, INFERENCE_KEY, LAPTOP_SCREENS, 
 MAX_TOKENS = 16
 
 
-def ocr_answer(console: Console, png: bytes, adapter: str | None = None) -> dict:
+def ocr_answer(console: Console, data: bytes, adapter: str | None = None, name: str = "line.png") -> dict:
+    """What the service answers for the same file, asked directly."""
     with console.inference() as http:
         headers = {"X-Adapter": adapter} if adapter else {}
-        response = http.post(
-            "/ocr", files={"file": ("line.png", png, "image/png")}, data={"max_tokens": str(MAX_TOKENS)}, headers=headers
-        )
+        response = http.post("/ocr", files={"file": (name, data)}, data={"max_tokens": str(MAX_TOKENS)}, headers=headers)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -108,6 +107,25 @@ def test_a_missing_adapter_and_a_wrong_key_are_told_in_words(page, console: Cons
     page.wait_for_function("() => document.querySelector('#adapter-rows').innerText.includes('wrong API key')")
     message = httpx.get(f"{console.inference_url}/adapters", headers={"Authorization": "Bearer wrong-key"}).json()
     assert message["error"]["message"] in page.inner_text("#notice")
+    assert page.script_errors == []
+
+
+def test_a_pdf_is_read_page_by_page(page, console: Console, tmp_path, artifacts) -> None:
+    from ocrtune_devkit.synthetic import make_samples
+
+    samples = make_samples(2, seed=1357)
+    pdf = tmp_path / "two-lines.pdf"
+    first, second = (sample.image() for sample in samples)
+    first.save(pdf, "PDF", save_all=True, append_images=[second], resolution=72)
+    open_playground(page, console)
+    read(page, pdf)
+    answer = ocr_answer(console, pdf.read_bytes(), name="two-lines.pdf")
+    assert len(answer["pages"]) == 2
+    assert "PDF: every page is read" in page.inner_text("#file-name")
+    assert "2 pages" in page.inner_text(".card[data-model='base'] .stats")
+    # Pages apart on screen (the form feed between them shown as a blank line), each page's text whole.
+    assert card_text(page, "base")["own"] == answer["text"].replace("\f", "\n\n")
+    screenshot(page, "playground-pdf")
     assert page.script_errors == []
 
 
