@@ -106,6 +106,7 @@ REFUSALS = [
     ("bad-name", lambda a: _zip(_files(a)), {"name": "../etc"}, 422, "invalid_request", ".."),
     ("no-name", lambda a: _zip(_files(a)), {"name": None}, 422, "invalid_request", "name"),
     ("bad-base-model", lambda a: _zip(_files(a)), {"base_model": "m\x01"}, 422, "invalid_request", "base_model"),
+    ("unknown-family", lambda a: _zip(_files(a)), {"model_family": "llama"}, 422, "invalid_request", "'llama'"),
     (
         "other-base",
         lambda a: _zip(_files(a)),

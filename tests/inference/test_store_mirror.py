@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import fsspec
 
-from ocrtune_inference.adapters import RemoteStoreMirror, base_models_match
+from ocrtune_inference.adapter_checks import base_models_match
 from ocrtune_shared.adapters import MANIFEST_FILE
+from ocrtune_shared.store import StoreMirror
 
 
 def test_remote_versions_mirrored_once_complete(tmp_path, trained_adapters, tiny_model_dir) -> None:
@@ -20,7 +21,7 @@ def test_remote_versions_mirrored_once_complete(tmp_path, trained_adapters, tiny
     # Version 2 is mid-upload: no manifest yet, so it must not appear.
     fs.pipe("/bucket/adapters/remote-one/2/adapter_config.json", b"{}")
 
-    mirror = RemoteStoreMirror("memory://bucket/adapters", tmp_path / "mirror")
+    mirror = StoreMirror("memory://bucket/adapters", tmp_path / "mirror")
     assert mirror.names() == ["remote-one"]
     mirror.sync("remote-one")
     stored = mirror.local.resolve("remote-one")
@@ -63,7 +64,7 @@ def test_trainer_upload_to_s3_is_mirrored_by_inference(tmp_path, moto_s3, monkey
     import fsspec
 
     fsspec.filesystem("s3").invalidate_cache()
-    mirror = RemoteStoreMirror("s3://adapters-bucket/store", tmp_path / "mirror")
+    mirror = StoreMirror("s3://adapters-bucket/store", tmp_path / "mirror")
     assert mirror.names() == ["s3-one"]
     mirror.sync("s3-one")
     assert mirror.local.versions("s3-one") == [1, 2]

@@ -7,7 +7,8 @@ folder under ``<root>/.staging/`` (``stage``) and appears by one ``os.rename``
 the same version (``rename`` onto an existing folder fails, and the publisher retries
 with the next).
 
-``RemoteAdapterStore`` is the same layout behind an fsspec URL (S3 and the like).
+``RemoteAdapterStore`` is the same layout behind an fsspec URL (S3 and the like), written by
+the trainer; ``StoreMirror`` is the inference service's local, version-by-version copy of one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,3 +208,63 @@ class RemoteAdapterStore:
         remote_manifest = manifest.model_copy(update={"version": version})
         self.fs.pipe_file(f"{remote}/{MANIFEST_FILE}", remote_manifest.model_dump_json(indent=2).encode())
         return version
+
+
+class StoreMirror:
+    """A read-only fsspec store (``s3://bucket/adapters``...) mirrored version by version to a local folder.
+
+    A version is downloaded into a staging folder and renamed into place, so the local
+    store keeps the same never-half-written guarantee as a local one. Versions never
+    change once published, so a version already mirrored is never fetched again.
+    """
+
+    def __init__(self, url: str, cache_dir: Path) -> None:
+        import fsspec
+
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.root = self.root.rstrip("/")
+        self.local = AdapterStore(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._synced: dict[str, float] = {}
+
+    def _children(self, path: str) -> list[str]:
+        try:
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def names(self) -> list[str]:
+        return sorted(n for n in self._children(self.root) if not n.startswith("."))
+
+    def sync(self, name: str, *, max_age_s: float = 0.0) -> None:
+        """Mirror the versions of ``name`` not yet here; skipped if done less than ``max_age_s`` ago."""
+        with self._lock:
+            if time.monotonic() - self._synced.get(name, -1e9) < max_age_s:
+                return
+            self._synced[name] = time.monotonic()
+            remote_versions = [v for v in self._children(f"{self.root}/{name}") if v.isdigit()]
+            have = set(self.local.versions(name))
+            for version in remote_versions:
+                if int(version) in have:
+                    continue
+                remote = f"{self.root}/{name}/{version}"
+                if not self.fs.exists(f"{remote}/{MANIFEST_FILE}"):
+                    continue  # still being uploaded: the manifest is written last
+                staging_root = self.local.root / ".staging"
+                staging_root.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
+                try:
+                    for file_name in self._children(remote):
+                        self.fs.get(f"{remote}/{file_name}", str(staging / file_name))
+                    (self.local.root / name).mkdir(parents=True, exist_ok=True)
+                    staging.rename(self.local.root / name / version)
+                except OSError:
+                    if not (self.local.root / name / version).exists():
+                        raise
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+
+    def sync_all(self) -> None:
+        for name in self.names():
+            self.sync(name)

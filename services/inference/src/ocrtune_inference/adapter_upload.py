@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from ocrtune_inference.adapters import AdapterCatalog
+from ocrtune_inference.catalog import AdapterCatalog
 from ocrtune_shared.adapter_import import import_peft_adapter
 from ocrtune_shared.adapter_layouts import AdapterLayoutError
 from ocrtune_shared.adapters import (
@@ -86,6 +86,8 @@ def _stage(folder: Path, staging_root: Path, *, name: str, base_model: str, mode
         )
     except AdapterLayoutError as exc:
         raise _invalid(f"vLLM cannot serve this adapter: {exc}", code=ErrorCode.adapter_incompatible) from None
+    except LookupError as exc:  # a model_family no service knows
+        raise _invalid(str(exc), code=ErrorCode.invalid_request, where="model_family") from None
     except OSError:
         raise
     except Exception as exc:  # what the user sent could not be converted: say why, keep serving
@@ -131,8 +133,8 @@ def upload_adapter(
                 field,
                 code=ErrorCode.invalid_request,
             )
-    base_model = (base_model or "").strip() or catalog.served_model
-    model_family = (model_family or "").strip() or catalog.family
+    base_model = (base_model or "").strip() or catalog.checks.served_model
+    model_family = (model_family or "").strip() or catalog.checks.family
     store = catalog.store
     (store.root / STAGING_DIR).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"upload-{name}-", dir=store.root / STAGING_DIR) as tmp:
@@ -142,7 +144,7 @@ def upload_adapter(
         folder = _unpack(archive, work / "unpacked", max_bytes)
         staged = _stage(folder, work / "store", name=name, base_model=base_model, model_family=model_family)
         # The same checks as a first request, before anything is visible under ``name``.
-        manifest = catalog.check(staged, label=f"{name} (upload)")
+        manifest = catalog.checks.check(staged, label=f"{name} (upload)")
         published = _publish(store, staged, manifest)
     try:
         served = catalog.resolve_sync(AdapterRef(name=name, version=published.version))

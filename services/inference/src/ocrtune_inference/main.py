@@ -9,9 +9,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from ocrtune_inference.adapters import AdapterCatalog
 from ocrtune_inference.api import adapters, chat, health, ocr, openai_models
 from ocrtune_inference.api.guards import RequestGuard
+from ocrtune_inference.catalog import AdapterCatalog
 from ocrtune_inference.checkpoint import LoraTargets, resolve_model_dir
 from ocrtune_inference.engine import OCREngine
 from ocrtune_inference.families import family_for

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from PIL import Image
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from ocrtune_inference.adapters import AdapterCatalog, ServedAdapter
+from ocrtune_inference.catalog import AdapterCatalog, ServedAdapter
 from ocrtune_inference.engine import Generation, OCREngine
 from ocrtune_inference.families import EnginePrompt, ServingFamily
 from ocrtune_inference.metrics import BASE_LABEL, ServiceMetrics

@@ -9,8 +9,8 @@ from sse_starlette import EventSourceResponse
 
 from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
-from ocrtune_inference.api.uploads import from_json, from_multipart
 from ocrtune_inference.documents import is_pdf, load_pages
+from ocrtune_inference.inputs import from_json, from_multipart
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.headers import ADAPTER_HEADER
 from ocrtune_shared.ocr import OCRJSONRequest, OCRResponse

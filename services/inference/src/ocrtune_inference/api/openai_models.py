@@ -11,47 +11,16 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
+from ocrtune_inference.openai_protocol import LoadLoRAAdapterRequest, ModelCard, ModelList, UnloadLoRAAdapterRequest
 from ocrtune_shared.errors import ErrorCode, ServiceError
 
 router = APIRouter(tags=["openai"], responses=ERROR_RESPONSES)
-OWNER = "ocrtune"
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = OWNER
-    root: str = Field(description="The base model, or the adapter's exact version (name@version)")
-    parent: str | None = Field(default=None, description="For an adapter: the base model it runs on")
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class LoadLoRAAdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    lora_name: str = Field(min_length=1, description="An adapter in the store: name or name@version")
-    lora_path: str | None = Field(default=None, description="Refused: adapters are loaded from the store")
-    load_inplace: bool = False
-
-
-class UnloadLoRAAdapterRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    lora_name: str = Field(min_length=1)
-    lora_int_id: int | None = Field(default=None, description="Accepted for vLLM compatibility; the name decides")
 
 
 @router.get("/v1/models", response_model=ModelList, summary="The base model and the adapters' latest versions")

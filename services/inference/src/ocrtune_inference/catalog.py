@@ -1,34 +1,29 @@
-"""Adapters as the service serves them: found in the store, validated, given a LoRA id.
+"""Adapters as the service serves them: found in the store, checked, given a LoRA id, counted.
 
 vLLM does the loading itself on first use of a ``LoRARequest`` (no restart, no
 dropped requests), and evicts least-recently-used adapters from its device slots
-(``max_loras``) and CPU cache (``max_cpu_loras``). What vLLM does not do, and this
-module does before an adapter reaches it: check that the adapter exists, was trained
-on the served model, fits ``max_lora_rank``, is complete (manifest checksums), and
-that every weight in it lands on a LoRA module (vLLM drops unmatched names silently).
+(``max_loras``) and CPU cache (``max_cpu_loras``). The catalog resolves a request's
+``name[@version]`` in the store (a remote store through its local mirror), runs the
+checks vLLM does not make (``adapter_checks``) once per published version, and keeps
+the LoRA ids, the usage and what the engine holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import shutil
-import tempfile
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
 from vllm.lora.request import LoRARequest
 
+from ocrtune_inference.adapter_checks import AdapterChecks
 from ocrtune_inference.checkpoint import LoraTargets
 from ocrtune_inference.engine import OCREngine
 from ocrtune_inference.metrics import ServiceMetrics
 from ocrtune_shared.adapters import (
-    ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
     MANIFEST_FILE,
     AdapterInfo,
@@ -38,7 +33,14 @@ from ocrtune_shared.adapters import (
 )
 from ocrtune_shared.errors import ErrorCode, ServiceError
 from ocrtune_shared.names import AdapterRef
-from ocrtune_shared.store import AdapterNotFound, AdapterStore, AdapterStoreError, StoredAdapter
+from ocrtune_shared.store import (
+    AdapterNotFound,
+    AdapterStore,
+    AdapterStoreError,
+    StoredAdapter,
+    StoreMirror,
+    is_remote_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,82 +55,6 @@ class ServedAdapter:
     version: int
     manifest: AdapterManifest
     lora: LoRARequest
-
-
-def base_models_match(manifest_base: str, served: str, served_dir: Path) -> bool:
-    """Same checkpoint: equal ids, the same local folder, or the same last path component.
-
-    The trainer records the base as it saw it (a hub id, or a folder mounted elsewhere);
-    the last component of a hub id or a snapshot folder names the checkpoint.
-    """
-    a, b = manifest_base.rstrip("/"), served.rstrip("/")
-    if a == b:
-        return True
-    local = Path(a).expanduser()
-    if local.is_dir() and local.resolve() == served_dir.resolve():
-        return True
-    names = {Path(b).name, served_dir.name}
-    return Path(a).name in names
-
-
-class RemoteStoreMirror:
-    """A read-only fsspec store (``s3://bucket/adapters``...) mirrored version by version to a local folder.
-
-    A version is downloaded into a staging folder and renamed into place, so the local
-    store keeps the same never-half-written guarantee as a local one. Versions never
-    change once published, so a version already mirrored is never fetched again.
-    """
-
-    def __init__(self, url: str, cache_dir: Path) -> None:
-        import fsspec
-
-        self.fs, self.root = fsspec.core.url_to_fs(url)
-        self.root = self.root.rstrip("/")
-        self.local = AdapterStore(cache_dir)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._synced: dict[str, float] = {}
-
-    def _children(self, path: str) -> list[str]:
-        try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
-        except FileNotFoundError:
-            return []
-
-    def names(self) -> list[str]:
-        return sorted(n for n in self._children(self.root) if not n.startswith("."))
-
-    def sync(self, name: str, *, max_age_s: float = 0.0) -> None:
-        """Mirror the versions of ``name`` not yet here; skipped if done less than ``max_age_s`` ago."""
-        with self._lock:
-            if time.monotonic() - self._synced.get(name, -1e9) < max_age_s:
-                return
-            self._synced[name] = time.monotonic()
-            remote_versions = [v for v in self._children(f"{self.root}/{name}") if v.isdigit()]
-            have = set(self.local.versions(name))
-            for version in remote_versions:
-                if int(version) in have:
-                    continue
-                remote = f"{self.root}/{name}/{version}"
-                if not self.fs.exists(f"{remote}/{MANIFEST_FILE}"):
-                    continue  # still being uploaded: the manifest is written last
-                staging_root = self.local.root / ".staging"
-                staging_root.mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
-                try:
-                    for file_name in self._children(remote):
-                        self.fs.get(f"{remote}/{file_name}", str(staging / file_name))
-                    (self.local.root / name).mkdir(parents=True, exist_ok=True)
-                    staging.rename(self.local.root / name / version)
-                except OSError:
-                    if not (self.local.root / name / version).exists():
-                        raise
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
-
-    def sync_all(self) -> None:
-        for name in self.names():
-            self.sync(name)
 
 
 class AdapterCatalog:
@@ -148,17 +74,13 @@ class AdapterCatalog:
         engine: OCREngine,
         metrics: ServiceMetrics,
     ) -> None:
-        if "://" in store_url and not store_url.startswith("file://"):
-            self.mirror: RemoteStoreMirror | None = RemoteStoreMirror(store_url, cache_dir)
+        if is_remote_store(store_url):
+            self.mirror: StoreMirror | None = StoreMirror(store_url, cache_dir)
             self.store = self.mirror.local
         else:
             self.mirror = None
             self.store = AdapterStore(Path(store_url.removeprefix("file://")).expanduser())
-        self.served_model = served_model
-        self.served_dir = served_dir
-        self.family = family
-        self.targets = targets
-        self.max_lora_rank = max_lora_rank
+        self.checks = AdapterChecks(self.store, served_model, served_dir, family, targets, max_lora_rank, metrics)
         self.max_loras = max_loras
         self.engine = engine
         self.metrics = metrics
@@ -238,83 +160,13 @@ class AdapterCatalog:
             self._validated[key] = served
         return served
 
-    def _reject(self, status: int, code: ErrorCode, reason: str, message: str, where: str) -> ServiceError:
-        self.metrics.adapter_rejections.labels(reason=reason).inc()
-        return ServiceError(status, code, message, where=where)
-
     def _validate(self, stored: StoredAdapter) -> ServedAdapter:
-        manifest = self.check(stored)
+        manifest = self.checks.check(stored)
         digest = manifest.files.get(ADAPTER_WEIGHTS_FILE, "")
         with self._lock:
             lora_id = self._ids.setdefault((stored.name, stored.version, digest), len(self._ids) + 1)
         lora = LoRARequest(lora_name=stored.ref, lora_int_id=lora_id, lora_path=str(stored.path))
         return ServedAdapter(ref=stored.ref, name=stored.name, version=stored.version, manifest=manifest, lora=lora)
-
-    def check(self, stored: StoredAdapter, label: str | None = None) -> AdapterManifest:
-        """Every check a first request makes, on any adapter folder (a published version, or a staged upload).
-
-        Raises the ``ServiceError`` a request would get; ``label`` names the adapter in it (default ``name@version``).
-        """
-        ref = label or stored.ref
-        try:
-            manifest = self.store.verify(stored)
-        except AdapterStoreError as exc:
-            raise self._reject(422, ErrorCode.adapter_invalid, "incomplete", str(exc), ref) from None
-        for required in (ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE):
-            if not (stored.path / required).is_file():
-                raise self._reject(422, ErrorCode.adapter_invalid, "incomplete", f"adapter {ref} has no {required}", ref)
-        if not base_models_match(manifest.base_model, self.served_model, self.served_dir):
-            raise self._reject(
-                409,
-                ErrorCode.adapter_incompatible,
-                "base_model",
-                f"adapter {ref} was trained on {manifest.base_model!r}; this server serves {self.served_model!r}",
-                ref,
-            )
-        if manifest.model_family != self.family:
-            raise self._reject(
-                409,
-                ErrorCode.adapter_incompatible,
-                "family",
-                f"adapter {ref} is for model family {manifest.model_family!r}; this server serves {self.family!r}",
-                ref,
-            )
-        try:
-            config = json.loads((stored.path / ADAPTER_CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise self._reject(
-                422, ErrorCode.adapter_invalid, "unreadable", f"adapter {ref}: unreadable {ADAPTER_CONFIG_FILE}: {exc}", ref
-            ) from None
-        ranks = [manifest.rank, int(config.get("r") or 0), *[int(r) for r in (config.get("rank_pattern") or {}).values()]]
-        if max(ranks) > self.max_lora_rank:
-            raise self._reject(
-                422,
-                ErrorCode.adapter_incompatible,
-                "rank",
-                f"adapter {ref} has LoRA rank {max(ranks)}, above this server's max_lora_rank {self.max_lora_rank}",
-                ref,
-            )
-        try:
-            with safe_open(str(stored.path / ADAPTER_WEIGHTS_FILE), framework="pt") as handle:
-                tensors = list(handle.keys())
-        except Exception as exc:  # safetensors raises its own error types for bad headers
-            raise self._reject(
-                422, ErrorCode.adapter_invalid, "unreadable", f"adapter {ref}: unreadable weights: {exc}", ref
-            ) from None
-        if not tensors:
-            raise self._reject(422, ErrorCode.adapter_invalid, "no_weights", f"adapter {ref} holds no weights", ref)
-        unmatched = self.targets.unmatched(tensors)
-        if unmatched:
-            shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
-            raise self._reject(
-                422,
-                ErrorCode.adapter_incompatible,
-                "unmatched_keys",
-                f"adapter {ref}: {len(unmatched)} of {len(tensors)} weights land on no LoRA module of the served "
-                f"model, so the engine would ignore them: {shown}",
-                ref,
-            )
-        return manifest
 
     # --- usage, load, unload, list ------------------------------------------------------
 
