@@ -129,6 +129,10 @@ def test_fine_tune_from_an_uploaded_file_followed_live(page, console: Console, t
     # Picked again later (a reload): the view is rebuilt from the job's events as it was drawn live.
     page.add_init_script(f"document.addEventListener('DOMContentLoaded', () => {{ ({RECORD_REDRAWS})(); }})")
     page.goto(f"{console.trainer_url}/ui/?job={job['id']}")
+    # Until the replay has reached the job's end (the first drawing, from GET /finetune/{id}, is already "succeeded").
+    page.wait_for_function(
+        "() => window.seen && window.seen.some(s => s.state === 'running') && window.seen.at(-1).state === 'succeeded'"
+    )
     page.wait_for_selector("#job-view[data-state=succeeded] #job-adapter")
     replayed = page.evaluate("window.seen")
     assert [s["points"] for s in replayed if s["state"] == "running" and s["points"]] == growing
