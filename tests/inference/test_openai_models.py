@@ -138,3 +138,51 @@ def test_ocr_returns_a_confidence_per_character(client, line_images) -> None:
     assert all(len(t["top_logprobs"]) == 1 and t["logprob"] <= 0 for t in page["logprobs"])
     without = ocr(client, line_images[5], "a4").json()["pages"][0]
     assert without["logprobs"] is None and without["text"] == page["text"]
+
+
+LANG_SCHEMA = {"type": "object", "properties": {"lang": {"enum": ["zh", "en"]}}, "required": ["lang"],
+               "additionalProperties": False}
+
+
+def test_response_format_json_schema_constrains_the_answer(oai, line_images) -> None:
+    import json
+
+    answer = oai.chat.completions.create(
+        model="a0", max_tokens=32, messages=_image_message(line_images[6]),
+        response_format={"type": "json_schema", "json_schema": {"name": "lang", "schema": LANG_SCHEMA}},
+    )
+    # The adapter was taught to answer "甲乙丙丁": only the schema makes this JSON.
+    assert json.loads(answer.choices[0].message.content) in ({"lang": "zh"}, {"lang": "en"})
+
+
+def test_ocr_json_schema_from_a_form_field(client, line_images) -> None:
+    import json
+
+    response = ocr(client, line_images[7], json_schema=json.dumps(LANG_SCHEMA), max_tokens=32)
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["text"]) in ({"lang": "zh"}, {"lang": "en"})
+
+
+@pytest.mark.parametrize(
+    ("response_format", "where"),
+    [
+        ({"type": "json_schema"}, "json_schema"),  # the schema is missing
+        ({"type": "xml"}, "type"),
+        ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}, "extra": 1}}, "extra"),
+    ],
+)
+def test_bad_response_formats_are_refused_by_name(client, line_images, response_format, where) -> None:
+    body = {"model": "a0", "max_tokens": 4, "messages": _image_message(line_images[0]), "response_format": response_format}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert where in (error.get("where") or "") + error["message"]
+
+
+def test_a_schema_the_engine_cannot_compile_is_a_422_and_the_service_keeps_serving(client, line_images) -> None:
+    response = ocr(client, line_images[0], json_schema='{"type": "object", "properties": {"a": {"type": "nosuchtype"}}}')
+    assert response.status_code == 422, response.text
+    assert "engine refused" in response.json()["error"]["message"]
+    assert ocr(client, line_images[0], "a1").json()["text"] == FIXED_TEXTS["a1"]
+    bad_json = ocr(client, line_images[0], json_schema="{not json")
+    assert bad_json.status_code == 422 and "json_schema" in bad_json.text

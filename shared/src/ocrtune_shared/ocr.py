@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class OCRTask(str, Enum):
@@ -38,6 +40,22 @@ class OCROptions(BaseModel):
         description="Also return each generated token's log-probability (a confidence per character) and this"
         " many most likely alternatives; absent: none",
     )
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="Constrain the answer to JSON valid against this JSON Schema (e.g. the fields of an invoice);"
+        " decoding follows it token by token (vLLM structured outputs)",
+    )
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _schema_from_form_text(cls, value: Any) -> Any:
+        # A multipart form carries the schema as text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"json_schema is not JSON: {exc}") from None
+        return value
 
 
 class OCRJSONRequest(OCROptions):

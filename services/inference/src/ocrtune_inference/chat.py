@@ -97,7 +97,8 @@ async def read_turn(body: ChatCompletionRequest, service: OCRService, settings: 
         where="image_url",
     )
     options = OCROptions(max_tokens=body.max_completion_tokens or body.max_tokens or 512,
-                         logprobs=top if body.logprobs else None)
+                         logprobs=top if body.logprobs else None,
+                         json_schema=body.response_format.schema_to_follow() if body.response_format else None)
     return ChatTurn(page=pages[0], adapter=adapter, instruction=instruction, options=options,
                     model=adapter.ref if adapter else service.model_name,
                     top_logprobs=top if body.logprobs else None)

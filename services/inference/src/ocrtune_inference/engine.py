@@ -15,6 +15,22 @@ from ocrtune_inference.families import EnginePrompt
 from ocrtune_shared.ocr import TokenLogprob, TopLogprob
 
 
+def _request_errors() -> tuple[type[Exception], ...]:
+    # What vLLM raises for a request it refuses (prompt too long, an image its processor rejects,
+    # a schema its grammar compiler cannot take): ValueError up to 0.26, VLLMClientError (not a
+    # ValueError) in 0.32. One place for the difference, answered 422 by the service.
+    try:
+        from vllm.exceptions import VLLMClientError
+
+        return (ValueError, VLLMClientError)
+    except ImportError:
+        return (ValueError,)
+
+
+REQUEST_ERRORS = _request_errors()
+"""Exceptions meaning "the engine refused this request", whatever the vLLM version."""
+
+
 @dataclass(frozen=True)
 class Generation:
     """Text decoded so far for one request; ``finished`` on the last one."""
@@ -49,6 +65,7 @@ def engine_args(settings: Any, model_dir: str, family_kwargs: dict[str, Any]) ->
         # CUDA graphs do not exist on the CPU; compiling there only costs start time.
         enforce_eager=settings.enforce_eager or current_platform.is_cpu(),
         enable_log_requests=False,
+        **_compact_json_config(),
         **family_kwargs,
     )
 
@@ -70,15 +87,18 @@ class OCREngine:
         return not self._llm.errored
 
     async def generate(
-        self, prompt: EnginePrompt, *, max_tokens: int, lora: LoRARequest | None, top_logprobs: int | None = None
+        self, prompt: EnginePrompt, *, max_tokens: int, lora: LoRARequest | None, top_logprobs: int | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[Generation]:
         """Greedy decoding of one prompt; yields as text arrives.
 
         ``top_logprobs``: also report each token's log-probability and that many alternatives
-        (0: the token's own only); None: none (vLLM then computes none).
+        (0: the token's own only); None: none (vLLM then computes none). ``json_schema``: only
+        tokens that keep the answer valid JSON for the schema are allowed (structured outputs).
         """
         params = SamplingParams(
-            temperature=0.0, max_tokens=max_tokens, output_kind=_delta_kind(), logprobs=top_logprobs
+            temperature=0.0, max_tokens=max_tokens, output_kind=_delta_kind(), logprobs=top_logprobs,
+            structured_outputs=_structured(json_schema),
         )
         request_id = f"ocr-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         text, completion_tokens, prompt_tokens = "", 0, 0
@@ -128,6 +148,28 @@ def _token_logprobs(token_ids: Any, positions: Any, top: int) -> list[TokenLogpr
             top_logprobs=[TopLogprob(token=lp.decoded_token or "", logprob=lp.logprob) for lp in ranked],
         ))
     return out
+
+
+def _structured(json_schema: dict[str, Any] | None) -> Any:
+    if json_schema is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(json=json_schema, disable_any_whitespace=True)
+
+
+def _compact_json_config() -> dict[str, Any]:
+    """Compact JSON for structured outputs: a JSON grammar allows whitespace between tokens, and a
+    model unsure of the next field fills max_tokens with it (the tiny test model answered
+    '{\\r"lang":\\r"en"' and 18 spaces). vLLM 0.32 reads the switch from the engine's
+    ``StructuredOutputsConfig`` (xgrammar backend) and ignores the request's; versions before it
+    read the request's (``_structured`` sets both)."""
+    try:
+        from vllm.config import StructuredOutputsConfig
+
+        return {"structured_outputs_config": StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)}
+    except (ImportError, TypeError, ValueError):
+        return {}
 
 
 def _delta_kind() -> Any:

@@ -10,7 +10,7 @@ from PIL import Image
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from ocrtune_inference.catalog import AdapterCatalog, ServedAdapter
-from ocrtune_inference.engine import Generation, OCREngine
+from ocrtune_inference.engine import REQUEST_ERRORS, Generation, OCREngine
 from ocrtune_inference.families import EnginePrompt, ServingFamily
 from ocrtune_inference.metrics import BASE_LABEL, ServiceMetrics
 from ocrtune_shared.errors import ErrorCode, ServiceError
@@ -42,14 +42,14 @@ class OCRService:
         try:
             async for generation in self.engine.generate(
                 prompt, max_tokens=options.max_tokens, lora=adapter.lora if adapter else None,
-                top_logprobs=options.logprobs,
+                top_logprobs=options.logprobs, json_schema=options.json_schema,
             ):
                 yield generation
         except ServiceError:
             raise
         except EngineDeadError:
             raise ServiceError(503, ErrorCode.not_ready, "the engine has stopped; the service needs a restart") from None
-        except ValueError as exc:  # vLLM's input validation (prompt too long, bad image for the processor)
+        except REQUEST_ERRORS as exc:  # vLLM's input validation (prompt too long, bad image, uncompilable schema)
             raise ServiceError(422, ErrorCode.invalid_request, f"the engine refused the request: {exc}") from None
         finally:
             self.metrics.in_flight.set(self.engine.in_flight)

@@ -3,9 +3,9 @@ models, and vLLM's adapter load/unload bodies. Fields we do not implement are re
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 OWNER = "ocrtune"
 
@@ -31,6 +31,35 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="A JSON Schema the answer must be valid against")
+    strict: bool | None = Field(default=None, description="Always enforced: decoding follows the schema")
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``: plain text, any JSON object, or JSON valid against a schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_asked(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only then")
+        return self
+
+    def schema_to_follow(self) -> dict[str, Any] | None:
+        if self.type == "json_object":
+            return {"type": "object"}
+        return self.json_schema.schema_ if self.json_schema is not None else None
+
+
 class ChatCompletionRequest(BaseModel):
     model: str = Field(description="An adapter (name or name@version), or the served base model's name")
     messages: list[ChatMessage] = Field(min_length=1)
@@ -44,6 +73,9 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool = Field(default=False, description="Return each output token's log-probability")
     top_logprobs: int | None = Field(
         default=None, ge=0, le=20, description="With logprobs: this many most likely tokens at each position"
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="json_schema / json_object: decoding is constrained to valid JSON (structured outputs)"
     )
 
     model_config = {
