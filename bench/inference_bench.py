@@ -1,6 +1,6 @@
 """Inference service benchmark: ratios against raw AsyncLLM measured in the same run.
 
-Prints (targets.md):
+Prints (the targets in docs/models.md):
 - HTTP overhead: images/s through ``POST /ocr`` / raw ``AsyncLLM`` on the same images and
   prompts, same engine settings (goal >= 0.95); against two baselines: images decoded once up
   front (the engine alone), and each PNG decoded per request (what a caller of raw AsyncLLM

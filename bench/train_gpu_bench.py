@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-# Real DeepSeek-OCR-2 shapes (shared/docs/models.md); transformers' config defaults are not these.
+# Real DeepSeek-OCR-2 shapes (docs/models.md); transformers' config defaults are not these.
 FULL_TEXT = dict(
     vocab_size=129280, hidden_size=1280, intermediate_size=6848, moe_intermediate_size=896,
     num_hidden_layers=12, num_attention_heads=10, num_key_value_heads=10,

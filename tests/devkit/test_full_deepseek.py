@@ -33,7 +33,7 @@ def test_full_spec_has_the_real_shapes():
     with torch.device("meta"):
         model = DeepseekOcr2ForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
     params = sum(p.numel() for p in model.parameters())
-    assert 3.3e9 < params < 3.5e9, params  # models.md: ~3.4 B (6.8 GB in bf16)
+    assert 3.3e9 < params < 3.5e9, params  # docs/models.md: ~3.4 B (6.8 GB in bf16)
     vllm_view = original_layout_config(
         "DeepseekOCR2ForCausalLM", FULL_SPEC["lm"], 129280, tokenizer, projector_input_dim=896, dtype="bfloat16"
     )

@@ -6,7 +6,7 @@ Tests and benchmarks need adapters whose effect is known in advance:
   test can tell which adapter (or the base model) decoded a request from its text;
 - ``AdapterSpec(fixed_text=None)``: learns to read the training images themselves.
 
-Training is the recipe seen working here (environment.md): LoRA on q/k/v/o/gate/up/down
+Training is the recipe seen working here (docs/models.md, vLLM on the CPU): LoRA on q/k/v/o/gate/up/down
 of the language model, AdamW lr 2e-3, all images each step, prompt masked. The
 folder name carries a digest of the spec and of the base checkpoint folder, so a
 changed spec never reuses a stale adapter, and it appears by one rename.

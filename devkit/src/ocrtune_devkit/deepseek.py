@@ -9,7 +9,7 @@ Three builders, all cached by a digest of their spec and appearing by one rename
   once as a native folder (transformers) plus a sibling folder holding the config in the
   ORIGINAL ``deepseek_vl_v2`` layout that vLLM reads; the weights file is hard-linked,
   so one safetensors file serves both engines (``save_pretrained`` of the native model
-  writes the original key names, see ``shared/docs/models.md``).
+  writes the original key names, see ``docs/models.md``).
 - ``build_reduced_deepseek_ocr``: DeepSeek-OCR v1 for vLLM only (transformers has no
   native v1 class): the original-layout config and tokenizer, no weights; vLLM loads it
   with ``load_format="dummy"``.
@@ -42,7 +42,7 @@ IMAGE = "<image>"
 DEEPSEEK_SPECIAL_TOKENS = [BOS, EOS, PAD, IMAGE, "<|grounding|>", "<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>"]
 
 # The language model shared by every reduced checkpoint: DeepSeek-V2-style MoE without MLA,
-# first layer dense, as the real one (models.md) but 2 layers, hidden 128, 4 routed experts.
+# first layer dense, as the real one (docs/models.md) but 2 layers, hidden 128, 4 routed experts.
 LM_SPEC = {
     "hidden_size": 128,
     "intermediate_size": 256,
@@ -75,7 +75,7 @@ TINY_SAM = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 1,
             "output_channels": 32, "downsample_channels": [64, 128], "global_attn_indexes": [1], "window_size": 14}
 TINY_ENCODER = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
                 "num_key_value_heads": 1, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}
-# The real language model (models.md): 12 layers, 64 routed experts (6 per token) + 2 shared,
+# The real language model (docs/models.md): 12 layers, 64 routed experts (6 per token) + 2 shared,
 # first layer dense, no MLA. The vocabulary size is the real one, so logits, lm_head and the
 # sampler cost what they cost in production; the tokenizer is padded up to it.
 FULL_LM_SPEC = {
@@ -176,7 +176,7 @@ def _tokenizer(lm: dict):
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
     # PreTrainedTokenizerFast, not LlamaTokenizerFast: under transformers 5 the Llama class decoded
-    # this byte-level vocabulary without spaces (models.md).
+    # this byte-level vocabulary without spaces (docs/models.md).
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
         bos_token=BOS,
@@ -230,7 +230,7 @@ def _text_config(lm: dict, vocab_size: int, tokenizer) -> dict:
 def original_layout_config(
     architecture: str, lm: dict, vocab_size: int, tokenizer, *, projector_input_dim: int, dtype: str = "float32"
 ) -> dict:
-    """``config.json`` in the original ``deepseek_vl_v2`` layout vLLM reads (models.md)."""
+    """``config.json`` in the original ``deepseek_vl_v2`` layout vLLM reads (docs/models.md)."""
     return {
         "model_type": "deepseek_vl_v2",
         "architectures": [architecture],
@@ -346,7 +346,7 @@ def _write_vllm_v2_view(native: Path, folder: Path, spec: dict) -> None:
 
 
 # LoRA on the language model only: a bare list of names would also wrap the vision encoder's
-# Qwen2 layers (models.md). Attention, the dense layer-0 MLP and the shared experts.
+# Qwen2 layers (docs/models.md). Attention, the dense layer-0 MLP and the shared experts.
 LM_LORA_REGEX = (
     r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
     r"|mlp\.(gate_proj|up_proj|down_proj)|mlp\.shared_experts\.(gate_proj|up_proj|down_proj))"

@@ -3,7 +3,7 @@
 Both services need it: the trainer converts at publish time, the inference service on
 import of an adapter made elsewhere (the reference notebook) and on load as a check.
 
-Two problems, both in ``shared/docs/models.md``:
+Two problems, both in ``docs/models.md``:
 
 1. Names. An adapter trained on transformers' native ``DeepseekOcr2ForConditionalGeneration``
    names its modules ``base_model.model.model.language_model.layers.N...``. vLLM's DeepSeek-OCR

@@ -1,7 +1,7 @@
 """Fine-tune requests (trainer service).
 
 The request IS the training recipe: the defaults below are the reference
-notebook's hyper-parameters (../shared/docs/recipe.md), every one overridable.
+notebook's hyper-parameters (docs/models.md, "The reference recipe"), every one overridable.
 The trainer turns this model into its trainer config; nothing is re-declared.
 """
 

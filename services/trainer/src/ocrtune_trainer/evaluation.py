@@ -2,7 +2,7 @@
 
 The "after" figure is measured on the adapter reloaded from its saved files into a
 fresh base model, the way it will be served: an adapter that silently fails to load
-(peft's key renaming dropped every tensor on DeepSeek-OCR-2, models.md) would
+(peft's key renaming dropped every tensor on DeepSeek-OCR-2, docs/models.md) would
 otherwise report the trained in-memory model's CER. ``load_adapter_verified``
 refuses to return a model unless every tensor of the file landed on a module.
 """
@@ -111,7 +111,7 @@ def load_adapter_verified(base: Any, adapter_dir: Path, adapter_name: str = "def
     """``base`` wrapped with the adapter in ``adapter_dir``; raises unless every saved tensor loaded.
 
     Uses ``get_peft_model`` + ``load_state_dict`` rather than ``PeftModel.from_pretrained``,
-    whose checkpoint-key conversion drops tensors silently on some families (models.md).
+    whose checkpoint-key conversion drops tensors silently on some families (docs/models.md).
     """
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
