@@ -302,6 +302,8 @@ def service_env(hf_cache: Path, s3_server: str, inference_recorder: tuple[str, l
         "OCRTUNE_TRAINER_S3_ENDPOINT_URL": s3_server,
         "OCRTUNE_TRAINER_INFERENCE_URL": inference_recorder[0],
         "OCRTUNE_TRAINER_INFERENCE_API_KEY": "inference-key",
+        # The tests' dataset servers listen on 127.0.0.1, refused unless private networks are allowed.
+        "OCRTUNE_TRAINER_ALLOW_PRIVATE_URLS": "true",
     }
 
 

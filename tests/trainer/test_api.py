@@ -38,7 +38,8 @@ def test_submit_fills_in_the_configured_base_model(tmp_path) -> None:
 
 def test_settings_given_to_create_app_reach_the_worker_process(tmp_path, monkeypatch) -> None:
     settings = TrainerSettings(
-        data_dir=tmp_path, data_roots=[tmp_path / "a", tmp_path / "b"], api_keys=["k:1", "k2"], torch_threads=1
+        data_dir=tmp_path, data_roots=[tmp_path / "a", tmp_path / "b"], api_keys=["k:1", "k2"], torch_threads=1,
+        allow_private_urls=True,
     )
     for key, value in _settings_env(settings).items():
         monkeypatch.setenv(key, value)
@@ -58,3 +59,20 @@ def test_remote_adapter_store_publishes_through_a_local_outbox(tmp_path) -> None
     assert remote.local_adapter_store == tmp_path / "adapter-outbox"
     local = TrainerSettings(data_dir=tmp_path, adapter_store=str(tmp_path / "store"))
     assert local.local_adapter_store == tmp_path / "store"
+
+
+def test_private_dataset_urls_are_a_422_unless_the_setting_allows_them(tmp_path) -> None:
+    body = {"adapter_name": "lan", "train": {"uri": "s3://b/train.parquet"},
+            "eval": {"uri": "http://10.0.0.5:9000/eval.parquet"}}
+    with TestClient(_app(tmp_path / "a")) as client:
+        refused = client.post("/finetune", json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "uri_not_allowed" and error["where"] == "eval.uri"
+    assert "10.0.0.5 is a private address" in error["message"]
+    assert "OCRTUNE_TRAINER_ALLOW_PRIVATE_URLS" in error["message"]
+    with TestClient(_app(tmp_path / "b", allow_private_urls=True)) as client:
+        accepted = client.post("/finetune", json=body)
+        metadata = client.post("/finetune", json={**body, "eval": {"uri": "http://169.254.169.254/latest"}})
+    assert accepted.status_code == 202, accepted.text
+    assert metadata.status_code == 422 and "cloud metadata" in metadata.json()["error"]["message"]

@@ -18,6 +18,12 @@ def settings(tmp_path, data_layouts: DataLayouts) -> TrainerSettings:
     return TrainerSettings(data_dir=tmp_path / "state", data_roots=[data_layouts.root])
 
 
+@pytest.fixture
+def private_url_settings(settings: TrainerSettings) -> TrainerSettings:
+    """The test HTTP servers listen on 127.0.0.1, which dataset URIs may reach only when this is set."""
+    return settings.model_copy(update={"allow_private_urls": True})
+
+
 def _texts(spec: DatasetSpec, settings: TrainerSettings, tmp_path) -> list[str]:
     rows = check_rows(load_spec(spec, tmp_path / "work", settings), "train")
     return [row.text for row in rows]
@@ -73,7 +79,8 @@ def test_s3_file_and_folder_through_moto(s3_server, data_layouts, tmp_path, monk
         fetch(f"s3://{S3_BUCKET}/nope.parquet", tmp_path / "c", settings)
 
 
-def test_https_download_and_404(http_server, data_layouts, settings, tmp_path) -> None:
+def test_https_download_and_404(http_server, data_layouts, private_url_settings, tmp_path) -> None:
+    settings = private_url_settings
     expected = [s.text for s in data_layouts.samples]
     assert _texts(DatasetSpec(uri=f"{http_server}/parquet/train.parquet"), settings, tmp_path / "a") == expected
     assert _texts(DatasetSpec(uri=f"{http_server}/image_folder.zip"), settings, tmp_path / "b") == expected
@@ -82,11 +89,11 @@ def test_https_download_and_404(http_server, data_layouts, settings, tmp_path) -
     assert missing.value.code is ErrorCode.dataset_unreachable and "404" in missing.value.message
 
 
-def test_unreachable_host(settings, tmp_path) -> None:
+def test_unreachable_host(private_url_settings, tmp_path) -> None:
     from .conftest import free_port
 
     with pytest.raises(DatasetError) as err:
-        fetch(f"http://127.0.0.1:{free_port()}/train.parquet", tmp_path, settings)
+        fetch(f"http://127.0.0.1:{free_port()}/train.parquet", tmp_path, private_url_settings)
     assert err.value.code is ErrorCode.dataset_unreachable and "cannot reach 127.0.0.1" in err.value.message
 
 
@@ -107,7 +114,7 @@ def test_metadata_and_link_local_addresses_are_refused(uri, settings, tmp_path) 
         fetch(uri, tmp_path, settings)
 
 
-def test_redirect_to_metadata_is_refused(settings, tmp_path) -> None:
+def test_redirect_to_metadata_is_refused(private_url_settings, tmp_path) -> None:
     import http.server
     import threading
 
@@ -124,10 +131,43 @@ def test_redirect_to_metadata_is_refused(settings, tmp_path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(DatasetError) as err:
-            fetch(f"http://127.0.0.1:{server.server_address[1]}/data.parquet", tmp_path, settings)
+            fetch(f"http://127.0.0.1:{server.server_address[1]}/data.parquet", tmp_path, private_url_settings)
         assert err.value.code is ErrorCode.uri_not_allowed and "169.254.169.254" in err.value.message
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.5", "[::1]", "192.168.0.10"])
+def test_private_addresses_are_refused_at_submit_unless_allowed(host, settings, private_url_settings) -> None:
+    uri = f"http://{host}:8080/train.parquet"
+    with pytest.raises(DatasetError) as err:
+        check_uri_allowed(uri, settings)
+    assert err.value.code is ErrorCode.uri_not_allowed and err.value.where == uri
+    assert "not a public address" in err.value.message
+    assert "set OCRTUNE_TRAINER_ALLOW_PRIVATE_URLS=true" in err.value.message
+    check_uri_allowed(uri, private_url_settings)  # allowed: the worker fetches it
+
+
+def test_a_name_resolving_to_loopback_is_refused_when_fetched(http_server, data_layouts, settings,
+                                                              private_url_settings, tmp_path) -> None:
+    uri = http_server.replace("127.0.0.1", "localhost") + "/parquet/train.parquet"
+    check_uri_allowed(uri, settings)  # a name: resolved by the worker, not at submit time
+    with pytest.raises(DatasetError) as err:
+        fetch(uri, tmp_path / "a", settings)
+    assert err.value.code is ErrorCode.uri_not_allowed
+    assert "localhost resolves to 127.0.0.1; 127.0.0.1 is a loopback address" in err.value.message
+    expected = [s.text for s in data_layouts.samples]
+    assert _texts(DatasetSpec(uri=uri), private_url_settings, tmp_path / "b") == expected
+
+
+def test_a_download_above_the_limit_is_stopped(http_server, private_url_settings, tmp_path) -> None:
+    small = private_url_settings.model_copy(update={"max_download_bytes": 1000})
+    uri = f"{http_server}/parquet/train.parquet"
+    with pytest.raises(DatasetError) as err:
+        fetch(uri, tmp_path, small)
+    assert err.value.code is ErrorCode.dataset_invalid and err.value.where == uri
+    assert err.value.message == "the download is larger than the limit of 1000 bytes"
+    assert not list((tmp_path / "downloads").iterdir())  # the partial file is gone
 
 
 def test_local_paths_outside_the_roots_are_refused(tmp_path, settings) -> None:

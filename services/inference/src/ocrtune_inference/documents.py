@@ -1,13 +1,7 @@
-"""User bytes -> page images: one image, or each page of a PDF (pypdfium2), or a fetched URL."""
+"""User bytes -> page images: one image, or each page of a PDF (pypdfium2)."""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-from urllib.parse import urlsplit
-
-import httpx
 from PIL import Image
 
 from ocrtune_shared.errors import ErrorCode, ServiceError
@@ -68,42 +62,3 @@ def _pdf_pages(data: bytes, *, max_pixels: int, max_pages: int, scale: float, wh
         return pages
     finally:
         pdf.close()
-
-
-async def fetch_url(url: str, *, max_bytes: int, timeout_s: float) -> bytes:
-    """The bytes at an ``https://`` URL on a public address, at most ``max_bytes``."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise ServiceError(422, ErrorCode.uri_not_allowed, "image_url must be an https:// URL", where="image_url")
-    await _refuse_private_host(parts.hostname, parts.port or 443)
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise ServiceError(
-                        422, ErrorCode.invalid_request, f"image_url answered HTTP {response.status_code}", "image_url"
-                    )
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ServiceError(
-                            413, ErrorCode.payload_too_large, f"image_url content exceeds {max_bytes} bytes", "image_url"
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise ServiceError(422, ErrorCode.invalid_request, f"image_url could not be fetched: {exc}", "image_url") from None
-
-
-async def _refuse_private_host(host: str, port: int) -> None:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise ServiceError(422, ErrorCode.invalid_request, f"image_url host {host!r} does not resolve", "image_url") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise ServiceError(
-                422, ErrorCode.uri_not_allowed, f"image_url host {host!r} is not a public address", "image_url"
-            )

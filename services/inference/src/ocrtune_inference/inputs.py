@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 
 from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ocrtune_inference.documents import fetch_url
 from ocrtune_inference.settings import InferenceSettings
 from ocrtune_shared.errors import ErrorCode, ServiceError
+from ocrtune_shared.fetch import FetchError, FetchFailure, FetchPolicy, afetch_into
 from ocrtune_shared.ocr import OCRJSONRequest, OCROptions
 
 
@@ -55,13 +56,40 @@ def decode_base64(text: str, limit: int, where: str) -> bytes:
     return data
 
 
+def fetch_policy(settings: InferenceSettings) -> FetchPolicy:
+    """What image_url may reach: https on public addresses; private ones only when the operator allows them."""
+    return FetchPolicy(
+        schemes=frozenset({"https"}),
+        allow_private=settings.allow_private_urls,
+        allow_private_setting="OCRTUNE_INFERENCE_ALLOW_PRIVATE_URLS",
+        timeout_s=settings.url_fetch_timeout_s,
+        connect_timeout_s=settings.url_fetch_timeout_s,
+    )
+
+
+async def fetch_image_url(url: str, settings: InferenceSettings) -> bytes:
+    """The bytes at ``url``, at most ``max_upload_bytes``; a 4xx ``ServiceError`` naming image_url otherwise."""
+    body = io.BytesIO()
+    try:
+        await afetch_into(url, body, policy=fetch_policy(settings), max_bytes=settings.max_upload_bytes,
+                          where="image_url")
+    except FetchError as exc:
+        status, code = {
+            FetchFailure.refused: (422, ErrorCode.uri_not_allowed),
+            FetchFailure.too_large: (413, ErrorCode.payload_too_large),
+        }.get(exc.failure, (422, ErrorCode.invalid_request))
+        message = exc.message if exc.failure is FetchFailure.too_large else f"cannot fetch image_url: {exc.message}"
+        raise ServiceError(status, code, message, "image_url") from None
+    return body.getvalue()
+
+
 async def load_source(base64_text: str | None, url: str | None, settings: InferenceSettings) -> bytes:
     if base64_text is not None:
         return decode_base64(base64_text, settings.max_upload_bytes, "image_base64")
     assert url is not None
     if url.startswith("data:"):
         return decode_base64(url, settings.max_upload_bytes, "image_url")
-    return await fetch_url(url, max_bytes=settings.max_upload_bytes, timeout_s=settings.url_fetch_timeout_s)
+    return await fetch_image_url(url, settings)
 
 
 async def from_json(request: Request, settings: InferenceSettings) -> tuple[bytes, OCROptions]:

@@ -48,6 +48,12 @@ class InferenceSettings(BaseSettings):
     gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     enforce_eager: bool = Field(default=False, description="Always on for the CPU engine")
     url_fetch_timeout_s: float = Field(default=20.0, gt=0)
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let image_url reach loopback and private-network addresses (127.0.0.0/8, 10.0.0.0/8, "
+        "192.168.0.0/16, fc00::/7, ...); off, only public addresses are fetched. Cloud metadata and link-local "
+        "addresses are refused either way",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

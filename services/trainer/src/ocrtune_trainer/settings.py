@@ -95,6 +95,12 @@ class TrainerSettings(BaseSettings):
     run_worker: bool = Field(default=True, description="Start and supervise the worker process with the API")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for s3:// URIs")
     max_download_bytes: int = Field(default=20 * 1024**3, ge=1)
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let http(s) dataset URIs reach loopback and private-network addresses (127.0.0.0/8, 10.0.0.0/8, "
+        "192.168.0.0/16, fc00::/7, ...); off, only public addresses are fetched. Cloud metadata and link-local "
+        "addresses are refused either way",
+    )
     max_extract_bytes: int = Field(default=40 * 1024**3, ge=1, description="Total size an archive may unpack to")
     max_rows: int = Field(default=200_000, ge=1, description="Rows a dataset may bring when max_samples is unset")
     eval_batch_size: int = Field(default=8, ge=1)

@@ -1,24 +1,23 @@
 """Dataset URIs -> a local path: local roots checked, hub/S3/HTTPS downloaded, archives unpacked safely.
 
 ``check_uri_allowed`` runs the checks that need no network (at submit time, so a bad
-URI is a 422); ``fetch`` does the rest in the worker.
+URI is a 422); ``fetch`` does the rest in the worker. http(s) URIs go through
+``ocrtune_shared.fetch``: every hop resolved once, checked, and fetched from that address.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
 from ocrtune_shared.archives import ArchiveError, is_archive, safe_extract
 from ocrtune_shared.errors import ErrorCode
+from ocrtune_shared.fetch import FetchError, FetchFailure, FetchPolicy, check_url, fetch_into, resolve_checked
 from ocrtune_trainer.datasets.rows import DatasetError
 from ocrtune_trainer.settings import TrainerSettings
 
-# Cloud metadata endpoints that are not link-local (AWS IPv6, Alibaba); link-local is refused wholesale.
-METADATA_ADDRESSES = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
-MAX_REDIRECTS = 5
+# What the operator's OCRTUNE_TRAINER_S3_ENDPOINT_URL may point at (see _fetch_fsspec).
+S3_ENDPOINT_POLICY = FetchPolicy(schemes=frozenset({"http", "https"}), allow_private=True)
 
 
 def uri_scheme(uri: str) -> str:
@@ -58,36 +57,24 @@ def check_local_allowed(path: Path, settings: TrainerSettings, uri: str) -> Path
     return resolved
 
 
-def check_address_allowed(address: str, uri: str) -> None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    mapped = getattr(ip, "ipv4_mapped", None)
-    for candidate in (ip, mapped):
-        if candidate is not None and (candidate.is_link_local or candidate in METADATA_ADDRESSES):
-            raise DatasetError(
-                ErrorCode.uri_not_allowed,
-                f"refusing to fetch from {address}: link-local and cloud metadata addresses are not allowed",
-                uri,
-            )
+def fetch_policy(settings: TrainerSettings) -> FetchPolicy:
+    """What an http(s) dataset URI may reach: public addresses, private ones only when the operator allows them."""
+    return FetchPolicy(
+        schemes=frozenset({"http", "https"}),
+        allow_private=settings.allow_private_urls,
+        allow_private_setting="OCRTUNE_TRAINER_ALLOW_PRIVATE_URLS",
+        timeout_s=30.0,
+        connect_timeout_s=10.0,
+    )
 
 
-def check_host_allowed(host: str, uri: str, *, resolve: bool = True) -> None:
-    """Refuse hosts that are, or resolve to, link-local/metadata addresses."""
-    host = host.strip("[]")
-    try:
-        check_address_allowed(host, uri)
-        return
-    except ValueError:
-        pass  # not an IP literal: a name
-    if not resolve:
-        return
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
-        raise DatasetError(
-            ErrorCode.dataset_unreachable, f"cannot resolve host {host!r} ({exc.strerror})", uri
-        ) from None
-    for info in infos:
-        check_address_allowed(str(info[4][0]), uri)
+def dataset_error(exc: FetchError, uri: str) -> DatasetError:
+    """The trainer's error for a failed fetch: a refused URL is ``uri_not_allowed``, a body too big ``dataset_invalid``."""
+    code = {
+        FetchFailure.refused: ErrorCode.uri_not_allowed,
+        FetchFailure.too_large: ErrorCode.dataset_invalid,
+    }.get(exc.failure, ErrorCode.dataset_unreachable)
+    return DatasetError(code, exc.message, uri)
 
 
 def check_uri_allowed(uri: str, settings: TrainerSettings) -> None:
@@ -101,10 +88,10 @@ def check_uri_allowed(uri: str, settings: TrainerSettings) -> None:
         if not urllib.parse.urlparse(uri).netloc:
             raise DatasetError(ErrorCode.uri_not_allowed, "s3:// URIs need a bucket: s3://bucket/key", uri)
     elif scheme in ("http", "https"):
-        host = urllib.parse.urlparse(uri).hostname
-        if not host:
-            raise DatasetError(ErrorCode.uri_not_allowed, "the URL has no host", uri)
-        check_host_allowed(host, uri, resolve=False)
+        try:
+            check_url(uri, fetch_policy(settings))  # names are resolved by the worker, when it fetches
+        except FetchError as exc:
+            raise dataset_error(exc, uri) from None
     else:
         raise DatasetError(ErrorCode.uri_not_allowed, f"scheme {scheme!r} is not supported", uri)
 
@@ -184,44 +171,17 @@ def _file_name_from_url(uri: str, default: str = "download") -> str:
 
 
 def _fetch_http(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
-    import httpx
-
     target = workdir / "downloads" / _file_name_from_url(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    url = uri
-    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(30.0, connect=10.0)) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            parsed = urllib.parse.urlparse(url)
-            # Checked on every hop: a redirect to 169.254.169.254 is the classic way round a one-time check.
-            check_host_allowed(parsed.hostname or "", uri)
-            try:
-                with client.stream("GET", url) as response:
-                    if response.is_redirect:
-                        url = urllib.parse.urljoin(url, response.headers.get("location", ""))
-                        continue
-                    if response.status_code == 404:
-                        raise DatasetError(ErrorCode.dataset_unreachable, f"{url} answered 404 Not Found", uri)
-                    if response.status_code >= 400:
-                        raise DatasetError(
-                            ErrorCode.dataset_unreachable, f"{url} answered HTTP {response.status_code}", uri
-                        )
-                    written = 0
-                    with open(target, "wb") as handle:
-                        for chunk in response.iter_bytes(1 << 20):
-                            written += len(chunk)
-                            if written > settings.max_download_bytes:
-                                raise DatasetError(
-                                    ErrorCode.dataset_invalid,
-                                    f"download is larger than the limit of {settings.max_download_bytes} bytes",
-                                    uri,
-                                )
-                            handle.write(chunk)
-                    return target
-            except httpx.HTTPError as exc:
-                raise DatasetError(
-                    ErrorCode.dataset_unreachable, f"cannot reach {parsed.netloc}: {exc or type(exc).__name__}", uri
-                ) from exc
-    raise DatasetError(ErrorCode.dataset_unreachable, f"more than {MAX_REDIRECTS} redirects", uri)
+    try:
+        with open(target, "wb") as handle:
+            fetch_into(
+                uri, handle, policy=fetch_policy(settings), max_bytes=settings.max_download_bytes, where="the download"
+            )
+    except FetchError as exc:
+        target.unlink(missing_ok=True)
+        raise dataset_error(exc, uri) from None
+    return target
 
 
 def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
@@ -231,7 +191,12 @@ def _fetch_fsspec(uri: str, workdir: Path, settings: TrainerSettings) -> Path:
     options: dict = {}
     if scheme == "s3" and settings.s3_endpoint_url:
         options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
-        check_host_allowed(urllib.parse.urlparse(settings.s3_endpoint_url).hostname or "", uri)
+        # The operator's own endpoint, not the user's, so private networks are fine; a metadata or
+        # link-local address still is not. botocore connects by itself: this checks, it cannot pin.
+        try:
+            resolve_checked(settings.s3_endpoint_url, S3_ENDPOINT_POLICY)
+        except FetchError as exc:
+            raise dataset_error(exc, uri) from None
     target_root = workdir / "downloads"
     target_root.mkdir(parents=True, exist_ok=True)
     try:
