@@ -89,3 +89,52 @@ def test_sigterm_stops_training_and_leaves_no_job_running(tmp_path, tiny_model_d
         assert stopped.state.value == "failed" and "shut down" in stopped.error.message
     finally:
         jobs.close()
+
+
+def test_worker_killed_after_a_checkpoint_resumes_the_job_from_it(
+    tmp_path, tiny_model_dir, data_layouts: DataLayouts
+) -> None:
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        job = service.submit({
+            "adapter_name": "resumed",
+            "train": {"uri": str(data_layouts.paths["parquet"])},
+            "hyperparameters": tiny_hyperparameters(max_steps=60, save_steps=5),
+        })
+
+        def past_a_checkpoint(j: dict) -> bool:
+            saved = [c["step"] for c in j["result"]["checkpoints"] if c["kept"]]
+            return bool(saved) and j["progress"]["step"] > saved[-1]
+
+        before = service.wait(job["id"], {"running"}, timeout=180, predicate=past_a_checkpoint)
+        killed_worker = service.worker_pid()
+        os.kill(killed_worker, signal.SIGKILL)
+
+        done = service.wait(job["id"], {"succeeded"}, timeout=240)
+        with service.client() as client:
+            events = client.get(f"/finetune/{job['id']}/events/list", params={"limit": 1000}).json()["events"]
+            checkpoints = client.get(f"/finetune/{job['id']}/checkpoints").json()
+    finally:
+        kill_group(service.process)
+
+    assert done["resumes"] == 1 and checkpoints["resumes"] == 1
+    requeued = next(e for e in events if e["type"] == "state" and e["state"] == "queued" and "SIGKILL" in e["message"])
+    assert str(killed_worker) in requeued["message"]
+    resumed_at = [i for i, e in enumerate(events) if e["message"].startswith("resuming from the checkpoint at step")]
+    assert len(resumed_at) == 1
+    step = events[resumed_at[0]]["progress"]["step"]
+    assert step % 5 == 0 and step >= before["result"]["checkpoints"][-1]["step"]
+    # The second run trained from the checkpoint's next step, not from the start ...
+    later_steps = [e["progress"]["step"] for e in events[resumed_at[0]:]
+                   if e["type"] == "progress" and e["progress"]["phase"] == "training" and not e["message"]]
+    assert later_steps == list(range(step + 1, 61))
+    # ... and the curve continues from it: each step once, those before it as the first run logged them,
+    # those trained again (after the checkpoint, before the kill) the same as the first time (RNG restored).
+    curve = done["result"]["loss_curve"]
+    assert [p["step"] for p in curve] == list(range(1, 61))
+    first_run = {p["step"]: p["loss"] for p in before["result"]["loss_curve"]}
+    assert first_run and all(abs(curve[s - 1]["loss"] - loss) < 1e-4 for s, loss in first_run.items())
+    assert [c["step"] for c in checkpoints["checkpoints"]] == list(range(5, 61, 5))
+    # The base model was evaluated once; the adapter once, after training.
+    assert len([e for e in events if e["type"] == "eval"]) == 2
+    assert done["result"]["adapter"] == "resumed@1" and done["result"]["cer_before"] is not None

@@ -121,7 +121,7 @@ def test_jobs_of_a_dead_worker_fail_and_its_validations_are_handed_back(store: J
     store.transition(alive.id, JobState.queued)
     leases.claim_next(this_worker_id(os.getpid()))  # this process is alive: its job stays running
 
-    assert leases.recover_orphans(stale_after=3600) == [running.id]
+    assert leases.recover_orphans(stale_after=3600) == {running.id: JobState.failed}
     failed = store.get(running.id)
     assert failed.state is JobState.failed and "no longer exists" in failed.error.message
     assert store.get(alive.id).state is JobState.running
@@ -180,3 +180,50 @@ def test_claims_skip_a_job_another_worker_has_locked(tmp_path, request: pytest.F
         assert store.get(first.id).state is JobState.queued
     finally:
         store.close()
+
+
+def _dead_worker() -> str:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return this_worker_id(dead.pid)
+
+
+def test_a_dead_workers_job_with_a_checkpoint_is_queued_to_resume_a_bounded_number_of_times(
+    store: JobStore, leases: JobLeases
+) -> None:
+    from datetime import datetime, timezone
+
+    from ocrtune_shared.jobs import Checkpoint, JobResult
+
+    job = store.submit(_request("resumable"))
+    store.transition(job.id, JobState.queued)
+    first = leases.claim_next(_dead_worker())
+    store.update_result(job.id, JobResult(checkpoints=[
+        Checkpoint(step=4, path="/w/checkpoint-4", saved_at=datetime.now(timezone.utc))]))
+
+    assert leases.recover_orphans(max_resumes=1) == {job.id: JobState.queued}
+    queued = store.get(job.id)
+    assert queued.state is JobState.queued and queued.resumes == 1
+    assert "resume from the checkpoint at step 4 (resume 1 of at most 1)" in store.events(job.id)[-1].message
+    again = leases.claim_next(_dead_worker())
+    assert again.id == job.id and again.started_at == first.started_at  # first started then, resumed since
+
+    # Its second worker dies too: the bound is reached, the job fails with why.
+    assert leases.recover_orphans(max_resumes=1) == {job.id: JobState.failed}
+    failed = store.get(job.id)
+    assert "resumed 1 times already" in failed.error.message and "no longer exists" in failed.error.message
+    states = [e.state for e in store.events(job.id) if e.state]
+    assert states == [JobState.validating, JobState.queued, JobState.running, JobState.queued, JobState.running,
+                      JobState.failed]
+
+
+def test_a_dead_workers_job_without_a_checkpoint_fails_and_a_cancelled_one_ends_cancelled(
+    store: JobStore, leases: JobLeases
+) -> None:
+    plain, cancelling = store.submit(_request("plain")), store.submit(_request("cancelling"))
+    for job in (plain, cancelling):
+        store.transition(job.id, JobState.queued)
+        leases.claim_next(_dead_worker())
+    store.request_cancel(cancelling.id)
+    assert leases.recover_orphans(max_resumes=3) == {plain.id: JobState.failed, cancelling.id: JobState.cancelled}
+    assert "no checkpoint to resume from" in store.get(plain.id).error.message

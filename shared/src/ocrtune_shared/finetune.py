@@ -8,13 +8,19 @@ The trainer turns this model into its trainer config; nothing is re-declared.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from ocrtune_shared.names import AdapterName
 
 REFERENCE_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALLOWED_URI_SCHEMES = ("", "file", "hf", "s3", "https", "http")
+REFERENCE_MAX_STEPS = 60
+DEFAULT_SAVE_STEPS = 500
+"""transformers' default save interval, the one the reference notebook trains with."""
+ReportTarget = Literal["tensorboard"]
+"""Where training metrics may also go; the trainer refuses one whose package is not installed."""
 
 
 class DatasetFormat(str, Enum):
@@ -78,7 +84,14 @@ class HyperParameters(BaseModel):
         default_factory=lambda: list(REFERENCE_TARGET_MODULES),
         description="Module names on the language model; 'experts' adds the routed MoE experts",
     )
-    max_steps: int = Field(default=60, ge=1, le=100_000)
+    max_steps: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description=f"Optimizer steps. null: {REFERENCE_MAX_STEPS} (the reference recipe), unless num_train_epochs is given",
+    )
+    num_train_epochs: float | None = Field(
+        default=None, gt=0, le=10_000,
+        description="Passes over the train rows, instead of max_steps (give one of the two)",
+    )
     warmup_steps: int = Field(default=5, ge=0)
     learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
     lr_scheduler: str = "linear"
@@ -88,6 +101,66 @@ class HyperParameters(BaseModel):
     optimizer: str = Field(default="adamw_8bit", description="adamw_8bit falls back to adamw_torch without bitsandbytes")
     seed: int = 3407
     max_new_tokens: int = Field(default=256, ge=1, le=8192, description="Generation length for the CER evaluation")
+
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="Validation loss on the eval rows every N steps (eval_loss_curve); null: none"
+    )
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1,
+        description="Stop after this many evaluations without an eval loss better by early_stopping_threshold; "
+        "the adapter is then the best checkpoint's. Needs eval_steps",
+    )
+    early_stopping_threshold: float = Field(default=0.0, ge=0.0, description="How much lower an eval loss must be")
+    save_steps: int | None = Field(
+        default=None, ge=1, validate_default=True,
+        description=f"Checkpoint every N steps; a job whose worker dies resumes from its last checkpoint. null: every "
+        f"{DEFAULT_SAVE_STEPS} steps, or every eval_steps with early stopping (which keeps the best checkpoint)",
+    )
+    save_total_limit: int = Field(default=2, ge=1, le=100, description="Checkpoints kept on disk (the newest)")
+    report_to: list[ReportTarget] = Field(
+        default_factory=list, description="Also log training metrics there (tensorboard: under the trainer's data dir)"
+    )
+
+    @field_validator("num_train_epochs")
+    @classmethod
+    def _epochs_or_steps(cls, epochs: float | None, info: ValidationInfo) -> float | None:
+        steps = info.data.get("max_steps")
+        if epochs is not None and steps is not None:
+            raise ValueError(f"give max_steps ({steps}) or num_train_epochs, not both: set max_steps to null")
+        return epochs
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _patience_needs_eval(cls, patience: int | None, info: ValidationInfo) -> int | None:
+        if patience is not None and "eval_steps" in info.data and info.data["eval_steps"] is None:
+            raise ValueError("early stopping needs eval_steps: the eval loss it watches")
+        return patience
+
+    @field_validator("save_steps")
+    @classmethod
+    def _save_steps(cls, steps: int | None, info: ValidationInfo) -> int | None:
+        # Early stopping keeps the best checkpoint, so checkpoints must fall on evaluation steps.
+        eval_steps = info.data.get("eval_steps")
+        early = info.data.get("early_stopping_patience") is not None
+        if steps is None:
+            return eval_steps if early and eval_steps else DEFAULT_SAVE_STEPS
+        if early and eval_steps and steps % eval_steps:
+            raise ValueError(
+                f"with early stopping, save_steps ({steps}) must be a multiple of eval_steps ({eval_steps}), "
+                "or left out"
+            )
+        return steps
+
+    @field_validator("report_to")
+    @classmethod
+    def _distinct_targets(cls, targets: list[str]) -> list[str]:
+        return list(dict.fromkeys(targets))
+
+    @model_validator(mode="after")
+    def _steps_by_default(self) -> HyperParameters:
+        if self.max_steps is None and self.num_train_epochs is None:
+            self.max_steps = REFERENCE_MAX_STEPS
+        return self
 
     @field_validator("target_modules")
     @classmethod
@@ -130,7 +203,7 @@ class FinetuneRequest(BaseModel):
     @model_validator(mode="after")
     def _warmup_within_steps(self) -> FinetuneRequest:
         hp = self.hyperparameters
-        if hp.warmup_steps > hp.max_steps:
+        if hp.max_steps is not None and hp.warmup_steps > hp.max_steps:
             raise ValueError(f"warmup_steps ({hp.warmup_steps}) exceeds max_steps ({hp.max_steps})")
         return self
 

@@ -30,7 +30,8 @@ TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cance
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.validating: frozenset({JobState.queued, JobState.failed, JobState.cancelled}),
     JobState.queued: frozenset({JobState.running, JobState.failed, JobState.cancelled}),
-    JobState.running: frozenset({JobState.succeeded, JobState.failed, JobState.cancelled}),
+    # running -> queued: its worker died after a checkpoint; the next claim resumes from it.
+    JobState.running: frozenset({JobState.succeeded, JobState.failed, JobState.cancelled, JobState.queued}),
     JobState.succeeded: frozenset(),
     JobState.failed: frozenset(),
     JobState.cancelled: frozenset(),
@@ -45,6 +46,7 @@ class JobProgress(BaseModel):
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
+    eval_loss: float | None = Field(default=None, description="On the progress event of an evaluation")
     learning_rate: float | None = None
     eta_seconds: float | None = None
     phase: str = Field(default="", description="validating, evaluating_base, training, evaluating_adapter, publishing")
@@ -56,10 +58,39 @@ class LossPoint(BaseModel):
     learning_rate: float | None = None
 
 
+class Checkpoint(BaseModel):
+    """A checkpoint the training wrote (adapter, optimizer, scheduler, RNG and trainer state at ``step``)."""
+
+    step: int
+    path: str = Field(description="Its folder on the worker's host, under the job's work folder")
+    saved_at: datetime
+    loss: float | None = Field(default=None, description="Train loss logged at that step")
+    eval_loss: float | None = Field(default=None, description="Eval loss at that step, when evaluated then")
+    kept: bool = Field(
+        default=True,
+        description="Still on disk: false once the trainer rotated it out (save_total_limit) or the job's "
+        "work folder was removed at its end",
+    )
+
+
+class CheckpointList(BaseModel):
+    """``GET /finetune/{id}/checkpoints``: every checkpoint the job wrote, oldest first."""
+
+    job_id: str
+    checkpoints: list[Checkpoint]
+    resumes: int = Field(description="Times the job was resumed from a checkpoint after its worker died")
+
+
 class JobResult(BaseModel):
     cer_before: CERResult | None = None
     cer_after: CERResult | None = None
-    loss_curve: list[LossPoint] = Field(default_factory=list)
+    loss_curve: list[LossPoint] = Field(
+        default_factory=list, description="Train loss per logged step, filled while training"
+    )
+    eval_loss_curve: list[LossPoint] = Field(
+        default_factory=list, description="Validation loss on the eval rows, every eval_steps"
+    )
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
     runtime_s: float | None = None
     train_samples: int = 0
     eval_samples: int = 0
@@ -75,6 +106,7 @@ class Job(BaseModel):
     progress: JobProgress = Field(default_factory=JobProgress)
     result: JobResult = Field(default_factory=JobResult)
     error: ErrorBody | None = None
+    resumes: int = Field(default=0, description="Times resumed from a checkpoint after its worker died")
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -91,6 +123,7 @@ class JobEventType(str, Enum):
     progress = "progress"
     eval = "eval"
     log = "log"
+    checkpoint = "checkpoint"
 
 
 class JobEvent(BaseModel):
@@ -102,3 +135,14 @@ class JobEvent(BaseModel):
     progress: JobProgress | None = None
     cer: CERResult | None = Field(default=None, description="On eval events: the CER just measured")
     message: str = ""
+
+
+class JobEventList(BaseModel):
+    """``GET /finetune/{id}/events/list``: a page of the job's events, oldest first."""
+
+    events: list[JobEvent]
+    next_after: int | None = Field(
+        default=None,
+        description="Pass as ?after= for the next page; null when no later event is stored yet "
+        "(a running job adds more: ask again with the last event's seq)",
+    )

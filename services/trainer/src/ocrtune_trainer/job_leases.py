@@ -4,8 +4,10 @@ A worker takes a job by a lease: ``claim_next`` moves the oldest queued job to `
 under its worker id, ``claim_validation`` marks a job it validates. On Postgres the row is
 taken with ``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on or
 take the same job; on SQLite (one writer at a time) the state compare-and-set alone does.
-Workers refresh their leases by ``heartbeat``; ``recover_orphans`` fails the running jobs of
-a worker that is gone (never left ``running``) and hands its validations back.
+Workers refresh their leases by ``heartbeat``; ``recover_orphans`` takes the running jobs of
+a worker that is gone out of ``running`` (never left there): back to ``queued`` to be resumed
+from their last checkpoint, a bounded number of times, else ``failed`` with the reason; it
+hands the dead worker's validations back.
 """
 
 from __future__ import annotations
@@ -83,15 +85,23 @@ class JobLeases:
             )
 
     def recover_orphans(
-        self, *, dead_worker: str | None = None, stale_after: float | None = None, reason: str = ""
-    ) -> list[str]:
-        """Fail ``running`` jobs whose worker is gone; hand their ``validating`` jobs back.
+        self,
+        *,
+        dead_worker: str | None = None,
+        stale_after: float | None = None,
+        reason: str = "",
+        max_resumes: int = 0,
+    ) -> dict[str, JobState]:
+        """Take the ``running`` jobs of workers that are gone out of ``running``; hand their ``validating`` jobs back.
 
         A worker is gone when it is ``dead_worker`` (its supervisor saw it exit), when
         it ran on this host and its process no longer exists, or when its heartbeat is
-        older than ``stale_after`` seconds (another host, or a hung process).
+        older than ``stale_after`` seconds (another host, or a hung process). Its job goes
+        back to ``queued`` when it has a checkpoint and has been resumed fewer than
+        ``max_resumes`` times (a job that keeps killing its worker must end), else it fails.
+        Returns each job taken and the state it went to.
         """
-        failed: list[str] = []
+        taken: dict[str, JobState] = {}
         host = socket.gethostname()
         with self.store.engine.connect() as conn:
             rows = conn.execute(
@@ -112,18 +122,36 @@ class JobLeases:
                         .values(worker_id=None)
                     )
                 continue
-            message = f"the worker running this job stopped: {reason or why}; the job did not finish"
             try:
-                self.store.transition(
-                    row.id,
-                    JobState.failed,
-                    error=ErrorBody(code=ErrorCode.internal, message=message),
-                    only_from=[JobState.running],
-                )
-                failed.append(row.id)
+                taken[row.id] = self.end_unfinished(row.id, f"the worker running this job stopped: {reason or why}",
+                                                 max_resumes)
             except JobConflict:
                 pass
-        return failed
+        return taken
+
+    def end_unfinished(self, job_id: str, stopped: str, max_resumes: int) -> JobState:
+        """A ``running`` job whose training stopped unfinished (``stopped`` says why): queued to resume from
+        its last checkpoint, cancelled if that was asked, else failed. Returns the state it went to."""
+        job = self.store.get(job_id)
+        if self.store.cancel_requested(job_id):
+            self.store.transition(job_id, JobState.cancelled, message=f"{stopped}; cancelled as asked",
+                                  only_from=[JobState.running])
+            return JobState.cancelled
+        checkpoints = [c for c in job.result.checkpoints if c.kept]
+        if checkpoints and job.resumes < max_resumes:
+            self.store.requeue_to_resume(
+                job_id,
+                f"{stopped}; it will resume from the checkpoint at step {checkpoints[-1].step} "
+                f"(resume {job.resumes + 1} of at most {max_resumes})",
+            )
+            return JobState.queued
+        if not checkpoints:
+            why_not = "it had no checkpoint to resume from, so it did not finish"
+        else:
+            why_not = f"it was resumed {job.resumes} times already (the most allowed), so it did not finish"
+        self.store.transition(job_id, JobState.failed, error=ErrorBody(code=ErrorCode.internal,
+                              message=f"{stopped}; {why_not}"), only_from=[JobState.running])
+        return JobState.failed
 
 
 def _gone(

@@ -42,6 +42,7 @@ from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.jobs import (
     Job,
     JobEvent,
+    JobEventList,
     JobEventType,
     JobList,
     JobProgress,
@@ -64,6 +65,7 @@ jobs_table = Table(
     Column("error", JSON, nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("worker_id", String(200), nullable=True),
+    Column("resumes", Integer, nullable=True),  # nullable: added in place to stores of older versions
     Column("heartbeat_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -161,6 +163,7 @@ class JobStore:
             progress=JobProgress.model_validate(row.progress),
             result=JobResult.model_validate(row.result),
             error=ErrorBody.model_validate(row.error) if row.error else None,
+            resumes=row.resumes or 0,
             created_at=aware_utc(row.created_at),
             updated_at=aware_utc(row.updated_at),
             started_at=aware_utc(row.started_at),
@@ -201,13 +204,26 @@ class JobStore:
             value = conn.execute(select(jobs_table.c.cancel_requested).where(jobs_table.c.id == job_id)).scalar()
         return bool(value)
 
-    def events(self, job_id: str, after: int = 0, limit: int = 500) -> list[JobEvent]:
+    def event_page(
+        self, job_id: str, after: int = 0, limit: int = 100, type_: JobEventType | None = None
+    ) -> JobEventList:
+        """One page of ``job_id``'s events after ``after``; ``JobNotFound`` for an unknown job."""
+        self.get(job_id)
+        events = self.events(job_id, after, limit + 1, type_)
+        page = events[:limit]
+        return JobEventList(events=page, next_after=page[-1].seq if len(events) > limit else None)
+
+    def events(
+        self, job_id: str, after: int = 0, limit: int = 500, type_: JobEventType | None = None
+    ) -> list[JobEvent]:
         query = (
             select(events_table)
             .where(events_table.c.job_id == job_id, events_table.c.seq > after)
             .order_by(events_table.c.seq)
             .limit(limit)
         )
+        if type_ is not None:
+            query = query.where(events_table.c.type == type_.value)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
@@ -308,7 +324,9 @@ class JobStore:
         stamp = now()
         values: dict[str, Any] = {"state": new.value, "updated_at": stamp}
         if new is JobState.running:
-            values.update(started_at=stamp, worker_id=worker_id, heartbeat_at=stamp)
+            values.update(worker_id=worker_id, heartbeat_at=stamp)
+            if row.started_at is None:  # a resumed job keeps the time it first started
+                values["started_at"] = stamp
         if new.terminal:
             values["finished_at"] = stamp
         if new is JobState.queued:
@@ -365,7 +383,23 @@ class JobStore:
             )
 
     def log(
-        self, job_id: str, message: str, type_: JobEventType = JobEventType.log, cer: CERResult | None = None
+        self,
+        job_id: str,
+        message: str,
+        type_: JobEventType = JobEventType.log,
+        cer: CERResult | None = None,
+        progress: JobProgress | None = None,
     ) -> None:
         with self.engine.begin() as conn:
-            self.event_in(conn, job_id, type_, message=message, cer=cer)
+            self.event_in(conn, job_id, type_, message=message, cer=cer, progress=progress)
+
+    def requeue_to_resume(self, job_id: str, message: str) -> Job:
+        """``running`` -> ``queued`` for another worker to resume it from its checkpoint; counts the resume."""
+        with self.engine.begin() as conn:
+            self.transition_in(conn, job_id, JobState.queued, message=message, only_from=[JobState.running])
+            conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.id == job_id)
+                .values(resumes=func.coalesce(jobs_table.c.resumes, 0) + 1)
+            )
+        return self.get(job_id)

@@ -2,8 +2,10 @@
 
 1. prepare: the rows validation wrote to the job's folder (again, if validated elsewhere);
 2. load the base model;
-3. evaluate the base: CER on the eval rows;
-4. train the LoRA adapter (``training.train_adapter``: trl's SFTTrainer);
+3. evaluate the base: CER on the eval rows (measured once: a resumed job has it already);
+4. train the LoRA adapter (``training.train_adapter``: trl's SFTTrainer), from the job's last
+   checkpoint when its previous worker died; the loss curves and checkpoints go into the job's
+   result as they come (``TrainingRecord``);
 5. stage the adapter's files in the store's hidden staging folder;
 6. evaluate the staged files, reloaded into a fresh base the way they will be served, and
    convert them for vLLM (``ocrtune_shared.families.convert_for_serving``);
@@ -19,12 +21,13 @@ from __future__ import annotations
 import gc
 import shutil
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.families import convert_for_serving
-from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, LossPoint
+from ocrtune_shared.jobs import Checkpoint, Job, JobEventType, JobProgress, JobResult, LossPoint
 from ocrtune_shared.store import AdapterStore, RemoteAdapterStore, StoredAdapter
 from ocrtune_trainer.settings import TrainerSettings
 
@@ -36,7 +39,13 @@ class JobReport(Protocol):
 
     def progress(self, progress: JobProgress) -> None: ...
 
-    def log(self, message: str, event_type: JobEventType = JobEventType.log, cer: CERResult | None = None) -> None: ...
+    def log(
+        self,
+        message: str,
+        event_type: JobEventType = JobEventType.log,
+        cer: CERResult | None = None,
+        progress: JobProgress | None = None,
+    ) -> None: ...
 
     def result(self, result: JobResult) -> None: ...
 
@@ -68,7 +77,9 @@ def run_finetune(
     if not (workdir / "train.parquet").is_file():  # validated on another host, or its folder was lost
         prepare(request, workdir, settings)
     train_rows, eval_rows = read_prepared(workdir / "train.parquet"), read_prepared(workdir / "eval.parquet")
-    result = JobResult(train_samples=len(train_rows), eval_samples=len(eval_rows))
+    record = TrainingRecord(job, report, train_samples=len(train_rows), eval_samples=len(eval_rows))
+    result = record.result
+    resume_from = record.resume_point(workdir / "trainer")
 
     def cer_of(model: Any, what: str) -> CERResult:
         cer, _ = evaluate(model, processor, eval_rows, request.prompt, max_new_tokens=hp.max_new_tokens,
@@ -81,22 +92,23 @@ def run_finetune(
     report.phase("evaluating_base")
     model, processor = load_base(base_model, runtime, settings.vision_micro_batch)
     family = training_family_for(model).family
-    result.cer_before = cer_of(model, "base model")
+    if result.cer_before is None:
+        result.cer_before = cer_of(model, "base model")
     report.result(result)
 
     # 4. train
     report.phase("training")
-    curve: list[LossPoint] = []
-
-    def sink(progress: JobProgress, point: LossPoint | None) -> None:
-        if point is not None:
-            curve.append(point)
-        report.progress(progress)
-
-    outcome = train_adapter(request, model, processor, train_rows, workdir, runtime, settings, sink, report.stop_reason)
-    result.loss_curve = outcome.loss_curve or curve
+    outcome = train_adapter(request, model, processor, train_rows, workdir, runtime, settings, record,
+                            report.stop_reason, eval_rows=eval_rows, resume_from=resume_from,
+                            tensorboard_dir=settings.tensorboard_dir / job.id)
+    result.loss_curve = outcome.loss_curve or result.loss_curve
+    result.eval_loss_curve = outcome.eval_loss_curve or result.eval_loss_curve
     result.samples_per_second = outcome.samples_per_second
     result.peak_memory_mb = outcome.peak_memory_mb
+    if outcome.stopped_early:
+        report.log(f"early stopping after step {result.loss_curve[-1].step if result.loss_curve else 0}: "
+                   f"the eval loss stopped improving; the adapter is the best checkpoint's")
+    report.result(result)
     del model
     free_device()
     if (reason := report.stop_reason()) is not None:
@@ -156,3 +168,82 @@ def free_device() -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
+
+
+class TrainingRecord:
+    """The job's result while it trains: loss curves and checkpoints, written to the job as they come.
+
+    It is ``training.TrainingEvents`` for ``train_adapter``. A resumed job starts from the result
+    its dead worker left, cut back to the checkpoint it resumes from, so the curves continue from
+    that step without the steps that were trained again.
+    """
+
+    WRITE_EVERY_S = 1.0
+    """The result (one JSON value, growing with the curve) is rewritten at most this often per step."""
+
+    def __init__(self, job: Job, report: JobReport, *, train_samples: int, eval_samples: int) -> None:
+        self.job, self.report = job, report
+        self.result = job.result.model_copy(deep=True)
+        self.result.train_samples, self.result.eval_samples = train_samples, eval_samples
+        self._written = 0.0
+        self._last_loss: float | None = None
+
+    def resume_point(self, output_dir: Path) -> Path | None:
+        """The newest complete checkpoint to resume from, or None to train from the start."""
+        from ocrtune_trainer.training import saved_checkpoints
+
+        result = self.result
+        if not result.checkpoints:
+            result.loss_curve, result.eval_loss_curve = [], []  # an earlier run without checkpoints: start over
+            return None
+        on_disk = saved_checkpoints(output_dir)
+        if not on_disk:
+            self.report.log(f"the checkpoint at step {result.checkpoints[-1].step} is not on this host "
+                            f"({output_dir}): training from the start")
+            result.checkpoints = [c.model_copy(update={"kept": False}) for c in result.checkpoints]
+            result.loss_curve, result.eval_loss_curve = [], []
+            return None
+        step, folder = on_disk[-1]
+        result.loss_curve = [p for p in result.loss_curve if p.step <= step]
+        result.eval_loss_curve = [p for p in result.eval_loss_curve if p.step <= step]
+        result.checkpoints = [c for c in result.checkpoints if c.step <= step]
+        at = self.job.progress.model_copy(update={
+            "step": step, "loss": result.loss_curve[-1].loss if result.loss_curve else None, "eta_seconds": None})
+        self.report.progress(at)  # back to the checkpoint's step: what was trained after it is trained again
+        self.report.log(f"resuming from the checkpoint at step {step} ({folder.name}), resume {self.job.resumes}",
+                        progress=at)
+        return folder
+
+    def _write(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._written >= self.WRITE_EVERY_S:
+            self._written = now
+            self.report.result(self.result)
+
+    # --- training.TrainingEvents
+
+    def progress(self, progress: JobProgress, point: LossPoint | None) -> None:
+        if point is not None:
+            self._last_loss = point.loss
+            self.result.loss_curve.append(point)
+        self.report.progress(progress)
+        self._write()
+
+    def evaluated(self, point: LossPoint) -> None:
+        self.result.eval_loss_curve.append(point)  # before the checkpoint of the same step is saved
+        self._write(force=True)
+
+    def checkpoint_saved(self, step: int, on_disk: list[tuple[int, Path]]) -> None:
+        kept = {s for s, _ in on_disk}
+        for checkpoint in self.result.checkpoints:
+            checkpoint.kept = checkpoint.step in kept
+        folder = dict(on_disk).get(step)
+        if folder is not None and all(c.step != step for c in self.result.checkpoints):
+            evaluated = [p.loss for p in self.result.eval_loss_curve if p.step == step]
+            self.result.checkpoints.append(Checkpoint(
+                step=step, path=str(folder), saved_at=datetime.now(timezone.utc), loss=self._last_loss,
+                eval_loss=evaluated[-1] if evaluated else None,
+            ))
+        self._write(force=True)
+        self.report.log(f"checkpoint at step {step} saved: {folder}", JobEventType.checkpoint,
+                        progress=JobProgress(step=step, phase="training", loss=self._last_loss))

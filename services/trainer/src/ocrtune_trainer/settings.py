@@ -107,7 +107,16 @@ class TrainerSettings(BaseSettings):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_timeout_s: float = Field(default=60.0, gt=0, description="A worker silent this long is taken as dead")
     poll_interval_s: float = Field(default=0.5, gt=0)
-    keep_job_files: bool = Field(default=False, description="Keep each job's work folder after it ends")
+    keep_job_files: bool = Field(
+        default=False,
+        description="Keep each job's work folder (rows, checkpoints) after it ends; while a job can still resume, "
+        "its folder is always kept",
+    )
+    max_resumes: int = Field(
+        default=3, ge=0,
+        description="Times a job whose worker died is resumed from its last checkpoint before it is failed "
+        "(a job that keeps killing its worker must end); 0: never resume",
+    )
 
     @field_validator("data_roots", mode="before")
     @classmethod
@@ -141,6 +150,12 @@ class TrainerSettings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Jobs with report_to tensorboard log here, one folder per job id (kept after the job ends):
+        ``tensorboard --logdir <data_dir>/tensorboard``."""
+        return self.data_dir / "tensorboard"
 
     @property
     def uploads_dir(self) -> Path:

@@ -22,8 +22,9 @@ log = logging.getLogger("ocrtune_trainer.supervisor")
 class WorkerSupervisor:
     """Runs the worker process beside the API and restarts it when it dies.
 
-    When the worker exits, the jobs it was running are failed at once with the exit
-    reason (signal 9 is what the OOM killer sends), before a new worker is started.
+    When the worker exits, the jobs it was running are queued again to resume from their
+    last checkpoint, or failed with the exit reason (signal 9 is what the OOM killer sends),
+    before a new worker is started.
     """
 
     def __init__(self, settings: TrainerSettings, jobs: JobStore, on_restart: Any = None) -> None:
@@ -64,7 +65,8 @@ class WorkerSupervisor:
             reason = describe_exit(self.process.pid, code)
             log.error("%s; restarting it", reason)
             try:
-                self.leases.recover_orphans(dead_worker=this_worker_id(self.process.pid), reason=reason)
+                self.leases.recover_orphans(dead_worker=this_worker_id(self.process.pid), reason=reason,
+                                            max_resumes=self.settings.max_resumes)
             except Exception:
                 log.exception("could not mark the dead worker's jobs failed")
             self.restarts += 1

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -82,20 +82,76 @@ def optimizer_name(hp: HyperParameters, runtime: Runtime) -> str:
 class TrainOutcome:
     adapter_dir: Path
     loss_curve: list[LossPoint] = field(default_factory=list)
+    eval_loss_curve: list[LossPoint] = field(default_factory=list)
     samples_per_second: float | None = None
     peak_memory_mb: float | None = None
+    stopped_early: bool = False
+    """Early stopping ended training before its last step; the adapter is the best checkpoint's."""
 
 
-def _progress_callback(total_steps: int, sink: ProgressSink, should_stop: StopCheck) -> Any:
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def saved_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints under ``output_dir``, oldest first.
+
+    The trainer writes ``trainer_state.json`` last; a folder without it was cut short (the
+    process died while saving) and cannot be resumed from.
+    """
+    found = []
+    for folder in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+        step = folder.name.removeprefix(CHECKPOINT_PREFIX)
+        if step.isdigit() and (folder / "trainer_state.json").is_file():
+            found.append((int(step), folder))
+    return sorted(found)
+
+
+class TrainingEvents(Protocol):
+    """What ``train_adapter`` tells while it trains (from the main process only, under DDP)."""
+
+    def progress(self, progress: JobProgress, point: LossPoint | None) -> None:
+        """A logged step: its train loss (``point``), or an evaluation (``progress.eval_loss``)."""
+
+    def evaluated(self, point: LossPoint) -> None:
+        """The validation loss on the eval rows at ``point.step``."""
+
+    def checkpoint_saved(self, step: int, on_disk: list[tuple[int, Path]]) -> None:
+        """A checkpoint at ``step`` was written; ``on_disk``: the complete ones left after rotation."""
+
+
+class SinkOnly:
+    """``TrainingEvents`` for callers that only follow the train loss (benchmarks)."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self.sink = sink
+
+    def progress(self, progress: JobProgress, point: LossPoint | None) -> None:
+        self.sink(progress, point)
+
+    def evaluated(self, point: LossPoint) -> None:
+        pass
+
+    def checkpoint_saved(self, step: int, on_disk: list[tuple[int, Path]]) -> None:
+        pass
+
+
+def _progress_callback(events: TrainingEvents, should_stop: StopCheck) -> Any:
     from transformers import TrainerCallback
 
     class JobProgressCallback(TrainerCallback):
-        """Streams step/loss/lr/ETA to the job store and stops training when asked."""
+        """Streams step/loss/lr/ETA, eval losses and checkpoints to the job; stops training when asked."""
 
         def __init__(self) -> None:
             self.started = time.monotonic()
+            self.first_step = 0
             self.stop_reason: str | None = None
             self._last_check = 0.0
+            self._last: JobProgress | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            # A resumed run starts at its checkpoint's step: the ETA counts this run's steps only.
+            self.started, self.first_step = time.monotonic(), state.global_step
+            return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             now = time.monotonic()
@@ -107,25 +163,37 @@ def _progress_callback(total_steps: int, sink: ProgressSink, should_stop: StopCh
                     control.should_training_stop = True
             return control
 
+        def _progress(self, state: Any, **values: Any) -> JobProgress:
+            step = state.global_step
+            done = step - self.first_step
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / done * (state.max_steps - step) if done > 0 else None
+            return JobProgress(step=step, total_steps=state.max_steps, eta_seconds=eta, phase="training", **values)
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
             logs = logs or {}
-            if "loss" not in logs:
+            if "loss" not in logs or not state.is_world_process_zero:
                 return control
-            step = state.global_step
-            elapsed = time.monotonic() - self.started
-            eta = elapsed / step * (total_steps - step) if step else None
-            point = LossPoint(step=step, loss=float(logs["loss"]), learning_rate=_float(logs.get("learning_rate")))
-            sink(
-                JobProgress(
-                    step=step,
-                    total_steps=total_steps,
-                    loss=point.loss,
-                    learning_rate=point.learning_rate,
-                    eta_seconds=eta,
-                    phase="training",
-                ),
-                point,
-            )
+            point = LossPoint(step=state.global_step, loss=float(logs["loss"]),
+                              learning_rate=_float(logs.get("learning_rate")))
+            self._last = self._progress(state, loss=point.loss, learning_rate=point.learning_rate)
+            events.progress(self._last, point)
+            return control
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
+            loss = _float((metrics or {}).get("eval_loss"))
+            if loss is None or not state.is_world_process_zero:
+                return control
+            point = LossPoint(step=state.global_step, loss=loss)
+            events.evaluated(point)
+            last = self._last
+            events.progress(self._progress(state, loss=last.loss if last else None, eval_loss=loss,
+                                           learning_rate=last.learning_rate if last else None), None)
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.is_world_process_zero:
+                events.checkpoint_saved(state.global_step, saved_checkpoints(Path(args.output_dir)))
             return control
 
     return JobProgressCallback()
@@ -153,6 +221,24 @@ def micro_batches(per_device: int, accumulation: int, max_micro_batch: int) -> t
     return size, total // size
 
 
+def process_batches(per_device: int, accumulation: int, max_micro_batch: int, processes: int = 1) -> tuple[int, int]:
+    """(micro-batch, accumulation) of each of ``processes`` training processes (DDP), so that one
+    optimizer step still takes the recipe's ``per_device x accumulation`` samples in all.
+
+    The recipe means one step's samples whatever the hardware: two GPUs share a step's samples
+    rather than doubling them, so a job trains the same on one GPU or on several.
+    """
+    if processes == 1:
+        return micro_batches(per_device, accumulation, max_micro_batch)
+    total = per_device * accumulation
+    if total % processes:
+        raise ValueError(f"{total} samples a step cannot be shared by {processes} processes")
+    share = total // processes
+    cap = max(max_micro_batch, min(per_device, share))
+    size = max(d for d in range(1, min(share, cap) + 1) if share % d == 0)
+    return size, share // size
+
+
 def train_adapter(
     request: FinetuneRequest,
     model: Any,
@@ -161,15 +247,26 @@ def train_adapter(
     workdir: Path,
     runtime: Runtime,
     settings: TrainerSettings,
-    sink: ProgressSink,
+    sink: ProgressSink | TrainingEvents,
     should_stop: StopCheck,
+    *,
+    eval_rows: list[DatasetRow] | None = None,
+    resume_from: Path | None = None,
+    tensorboard_dir: Path | None = None,
+    processes: int = 1,
 ) -> TrainOutcome:
-    """Train a LoRA adapter on ``rows`` and save it (PEFT files) under ``workdir/adapter``."""
+    """Train a LoRA adapter on ``rows`` and save it (PEFT files) under ``workdir/adapter``.
+
+    Checkpoints go to ``workdir/trainer/checkpoint-<step>``; ``resume_from`` continues from one.
+    Under torchrun (``processes`` > 1) every process runs this with the same arguments.
+    """
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    events = SinkOnly(sink) if callable(sink) else sink
     hp = request.hyperparameters
-    inputs = training_family_for(model).sft_inputs(model, processor, rows, request.prompt, hp.target_modules)
+    family = training_family_for(model)
+    inputs = family.sft_inputs(model, processor, rows, request.prompt, hp.target_modules)
     lora = LoraConfig(
         r=hp.rank,
         lora_alpha=hp.alpha,
@@ -179,11 +276,26 @@ def train_adapter(
         target_parameters=inputs.target_parameters,
         task_type="CAUSAL_LM",
     )
-    micro, accumulation = micro_batches(hp.per_device_batch_size, hp.gradient_accumulation_steps,
-                                        settings.max_micro_batch)
+    micro, accumulation = process_batches(hp.per_device_batch_size, hp.gradient_accumulation_steps,
+                                          settings.max_micro_batch, processes)
+    evaluation: dict[str, Any] = {}
+    eval_dataset = None
+    if hp.eval_steps is not None and eval_rows:
+        eval_dataset = family.sft_inputs(model, processor, eval_rows, request.prompt, hp.target_modules).train_dataset
+        evaluation = dict(
+            eval_strategy="steps",
+            eval_steps=hp.eval_steps,
+            per_device_eval_batch_size=micro,
+            prediction_loss_only=True,
+            label_names=["labels"],  # peft's wrapper hides them from the Trainer's signature check
+        )
+        if hp.early_stopping_patience is not None:
+            # The adapter kept is the best checkpoint's, by eval loss.
+            evaluation.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     config = SFTConfig(
         output_dir=str(workdir / "trainer"),
-        max_steps=hp.max_steps,
+        max_steps=hp.max_steps if hp.max_steps is not None else -1,
+        num_train_epochs=hp.num_train_epochs or 1.0,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=accumulation,
         learning_rate=hp.learning_rate,
@@ -198,49 +310,72 @@ def train_adapter(
         bf16=runtime.bf16,
         fp16=runtime.fp16,
         use_cpu=runtime.device.type == "cpu",
+        ddp_backend=("gloo" if runtime.device.type == "cpu" else "nccl") if processes > 1 else None,
         # Truncation could cut image tokens out of a sample; OCR lines are short.
         max_length=None,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
+        save_strategy="steps",
+        save_steps=hp.save_steps,
+        save_total_limit=hp.save_total_limit,
+        report_to=[],  # the job's own events; tensorboard below, into the folder chosen here
         disable_tqdm=True,
         dataloader_num_workers=settings.dataloader_workers,
+        **evaluation,
         **inputs.config,
     )
-    callback = _progress_callback(hp.max_steps, sink, should_stop)
+    from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback
+
+    callback = _progress_callback(events, should_stop)
+    callbacks: list[Any] = [callback]
+    if hp.early_stopping_patience is not None and eval_dataset is not None:
+        callbacks.append(EarlyStoppingCallback(hp.early_stopping_patience, hp.early_stopping_threshold))
+    if "tensorboard" in hp.report_to and tensorboard_dir is not None:
+        from transformers.integrations import TensorBoardCallback
+
+        board = TensorBoardCallback()
+        board.logging_dir = str(tensorboard_dir)
+        callbacks.append(board)
     trainer = SFTTrainer(
         model=model,
         args=config,
         train_dataset=inputs.train_dataset,
+        eval_dataset=eval_dataset,
         data_collator=inputs.data_collator,
         processing_class=processor,
         peft_config=lora,
-        callbacks=[callback],
+        callbacks=callbacks,
     )
-    from transformers.trainer_callback import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # progress goes to the job store, not to stdout
     if runtime.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(runtime.device)
     started = time.monotonic()
-    output = trainer.train()
+    first_step = 0
+    if resume_from is not None:
+        import json
+
+        first_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"])
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     runtime_s = time.monotonic() - started
     if callback.stop_reason:
         raise TrainingStopped(callback.stop_reason)
     adapter_dir = workdir / "adapter"
     trainer.save_model(str(adapter_dir))
+    history = trainer.state.log_history
     curve = [
         LossPoint(step=int(e["step"]), loss=float(e["loss"]), learning_rate=_float(e.get("learning_rate")))
-        for e in trainer.state.log_history
+        for e in history
         if "loss" in e and "step" in e
     ]
-    samples = trainer.state.global_step * hp.per_device_batch_size * hp.gradient_accumulation_steps
+    eval_curve = [LossPoint(step=int(e["step"]), loss=float(e["eval_loss"])) for e in history
+                  if "eval_loss" in e and "step" in e]
+    samples = (trainer.state.global_step - first_step) * hp.per_device_batch_size * hp.gradient_accumulation_steps
     outcome = TrainOutcome(
         adapter_dir=adapter_dir,
         loss_curve=curve,
-        samples_per_second=output.metrics.get("train_samples_per_second")
-        or (samples / runtime_s if runtime_s else None),
+        eval_loss_curve=eval_curve,
+        samples_per_second=samples / runtime_s if runtime_s and samples else None,
         peak_memory_mb=peak_memory_mb(runtime),
+        stopped_early=trainer.state.global_step < trainer.state.max_steps,
     )
     trainer.model = None  # drop the trainer's references so the caller can free the device
     return outcome

@@ -10,6 +10,7 @@ the requested LoRA target modules exist in its language model.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +183,12 @@ def check_request(request: FinetuneRequest, settings: TrainerSettings) -> None:
                 422, ErrorCode.invalid_request, f"unusable dataset URI: {exc}", f"{field_name}.uri"
             ) from None
     hp = request.hyperparameters
+    for target in hp.report_to:
+        if importlib.util.find_spec(target) is None:
+            raise ServiceError(
+                422, ErrorCode.invalid_request, f"report_to {target!r}: the {target} package is not installed here",
+                "hyperparameters.report_to",
+            )
     if hp.per_device_batch_size * hp.gradient_accumulation_steps > 65536:
         raise ServiceError(
             422, ErrorCode.invalid_request, "batch size x gradient accumulation is above 65536", "hyperparameters"

@@ -4,8 +4,9 @@ Run as ``python -m ocrtune_trainer.worker``; the API process starts it and resta
 it when it dies (``supervisor.WorkerSupervisor``). Two threads: one validates jobs as
 they come (so a bad dataset fails at once, even while another job trains), the main one
 trains, running each job's recipe (``recipe.run_finetune``). A job whose worker died is
-failed with the reason, never left ``running``: by the supervisor when it sees the exit,
-and by every worker when it starts.
+never left ``running``: the supervisor when it sees the exit, and every worker when it
+starts, queue it again to resume from its last checkpoint (at most ``MAX_RESUMES`` times)
+or fail it with the reason. Its work folder (rows, checkpoints) stays until it ends.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ class Worker:
     # --- lifecycle
 
     def run_forever(self) -> None:
-        failed = self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
-        for job_id in failed:
-            log.warning("job %s was left running by a worker that is gone: marked failed", job_id)
+        taken = self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s,
+                                            max_resumes=self.settings.max_resumes)
+        for job_id, state in taken.items():
+            log.warning("job %s was left running by a worker that is gone: now %s", job_id, state.value)
         threads = [
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
             threading.Thread(target=self._validation_loop, name="validation", daemon=True),
@@ -70,7 +72,8 @@ class Worker:
         while not self.stopping.wait(self.settings.heartbeat_interval_s):
             try:
                 self.leases.heartbeat(self.worker_id)
-                self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s)
+                self.leases.recover_orphans(stale_after=self.settings.heartbeat_timeout_s,
+                                            max_resumes=self.settings.max_resumes)
             except Exception:  # the database may be briefly unreachable; try again next beat
                 log.exception("heartbeat failed")
 
@@ -130,8 +133,10 @@ class Worker:
         return self.settings.jobs_dir / job_id
 
     def _cleanup(self, job_id: str) -> None:
-        if not self.settings.keep_job_files:
-            shutil.rmtree(self.workdir(job_id), ignore_errors=True)
+        """Remove an ended job's work folder, unless ``KEEP_JOB_FILES``."""
+        if self.settings.keep_job_files or not self.jobs.get(job_id).state.terminal:
+            return  # kept while the job can resume from its checkpoints
+        shutil.rmtree(self.workdir(job_id), ignore_errors=True)
 
     def _stop_reason(self, job_id: str) -> str | None:
         if self.stopping.is_set():
@@ -164,6 +169,12 @@ class Worker:
             self._cleanup(job.id)
 
     def _end(self, job_id: str, state: JobState, **kwargs: Any) -> None:
+        if not self.settings.keep_job_files:
+            # The work folder goes with the job's end (_cleanup): its checkpoints are listed as gone from then on.
+            result: JobResult = kwargs.get("result") or self.jobs.get(job_id).result
+            kwargs["result"] = result.model_copy(
+                update={"checkpoints": [c.model_copy(update={"kept": False}) for c in result.checkpoints]}
+            )
         try:
             self.jobs.transition(job_id, state, **kwargs)
         except JobConflict as exc:
@@ -173,11 +184,12 @@ class Worker:
         if reason == "cancelled":
             self._end(job_id, JobState.cancelled, message="cancelled while running")
         else:
-            self._end(
-                job_id,
-                JobState.failed,
-                error=ErrorBody(code=ErrorCode.internal, message="the trainer was shut down while this job ran"),
-            )
+            # Like a worker that died: resumed from its checkpoint by the next worker, if it has one.
+            try:
+                self.leases.end_unfinished(job_id, "the trainer was shut down while this job ran",
+                                           self.settings.max_resumes)
+            except JobConflict as exc:
+                log.warning("could not end %s after the shutdown: %s", job_id, exc)
 
     def _free_device(self) -> None:
         from ocrtune_trainer.recipe import free_device
@@ -206,18 +218,23 @@ class StoreJobReport:
 
     def phase(self, name: str) -> None:
         current = self.jobs.get(self.job_id).progress
+        # With num_train_epochs the step count is known once training starts (its first progress).
+        total = self.total_steps or current.total_steps
         self.jobs.update_progress(
-            self.job_id, current.model_copy(update={"phase": name, "total_steps": self.total_steps}), message=name
+            self.job_id, current.model_copy(update={"phase": name, "total_steps": total}), message=name
         )
 
     def progress(self, progress: JobProgress) -> None:
         self.jobs.update_progress(self.job_id, progress)
 
-    def log(self, message: str, event_type: JobEventType = JobEventType.log, cer: CERResult | None = None) -> None:
-        if cer is None:
-            self.jobs.log(self.job_id, message, event_type)
-        else:
-            self.jobs.log(self.job_id, message, event_type, cer=cer)
+    def log(
+        self,
+        message: str,
+        event_type: JobEventType = JobEventType.log,
+        cer: CERResult | None = None,
+        progress: JobProgress | None = None,
+    ) -> None:
+        self.jobs.log(self.job_id, message, event_type, cer=cer, progress=progress)
 
     def result(self, result: JobResult) -> None:
         self.jobs.update_result(self.job_id, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -12,7 +13,7 @@ from sse_starlette.sse import EventSourceResponse
 from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.http import bearer_key_matches
-from ocrtune_shared.jobs import Job, JobList, JobState
+from ocrtune_shared.jobs import CheckpointList, Job, JobEventList, JobEventType, JobList, JobState
 from ocrtune_trainer.job_store import JobStore
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.validation import check_request
@@ -73,6 +74,25 @@ async def get_job(job_id: str, request: Request) -> Job:
 @router.post("/{job_id}/cancel", response_model=Job)
 async def cancel_job(job_id: str, request: Request) -> Job:
     return await run_in_threadpool(_jobs(request).request_cancel, job_id)
+
+
+@router.get("/{job_id}/checkpoints", response_model=CheckpointList)
+async def job_checkpoints(job_id: str, request: Request) -> CheckpointList:
+    """The checkpoints the job wrote while training, oldest first (``kept``: still on disk)."""
+    job = await run_in_threadpool(_jobs(request).get, job_id)
+    return CheckpointList(job_id=job.id, checkpoints=job.result.checkpoints, resumes=job.resumes)
+
+
+@router.get("/{job_id}/events/list", response_model=JobEventList)
+async def job_event_list(
+    job_id: str,
+    request: Request,
+    after: int = Query(default=0, ge=0, description="Events after this seq (next_after of the previous page)"),
+    limit: int = Query(default=100, ge=1, le=1000),
+    type_: Annotated[JobEventType | None, Query(alias="type", description="Only events of this type")] = None,
+) -> JobEventList:
+    """The job's events as JSON pages, oldest first: the same events the SSE stream sends."""
+    return await run_in_threadpool(_jobs(request).event_page, job_id, after, limit, type_)
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)

@@ -77,17 +77,23 @@ function recipeFields(recipe) {
 }
 
 function defaultText(value) {
+  if (value === null) return ""; // an optional number left empty (num_train_epochs, eval_steps, ...): sent as null
   return Array.isArray(value) ? value.join(", ") : String(value);
+}
+
+function fieldKind(value) {
+  return Array.isArray(value) ? "list" : value === null ? "number" : typeof value;
 }
 
 function buildRecipe(recipe) {
   const inputs = recipeFields(recipe).map(([path, value, wide]) => {
     const name = path.replace("hyperparameters.", "");
+    const kind = fieldKind(value);
     const input = el("input", {
-      type: typeof value === "number" ? "number" : "text",
-      step: typeof value === "number" ? "any" : null,
+      type: kind === "number" ? "number" : "text",
+      step: kind === "number" ? "any" : null,
       value: defaultText(value),
-      dataset: { path, kind: Array.isArray(value) ? "list" : typeof value, default: defaultText(value) },
+      dataset: { path, kind, default: defaultText(value) },
       "aria-label": name,
     });
     input.addEventListener("input", markChanged);
