@@ -1,5 +1,8 @@
 """Inference service benchmark: ratios against raw AsyncLLM measured in the same run.
 
+(One script over ~350 lines on purpose: it is carried alone, with ``bench_lines.py`` and
+``parity.py``, to the offline GPU machine and run there as is.)
+
 Prints (the targets in docs/models.md):
 - HTTP overhead: images/s through ``POST /ocr`` / raw ``AsyncLLM`` on the same images and
   prompts, same engine settings (goal >= 0.95); against two baselines: images decoded once up

@@ -1,5 +1,8 @@
 """Trainer path vs plain loop: ``train_adapter`` (trl SFTTrainer) against transformers + peft by hand.
 
+(One script over ~350 lines on purpose: both variants side by side, so a reader sees that they
+train the same model on the same rows in the same order; it runs as is on the GPU machine.)
+
 Both variants train the same full-size DeepSeek-OCR-2 (random weights, the real shapes of
 ``train_gpu_bench.py``), written once to a temporary folder and loaded for each variant by
 the trainer's own ``load_base``, on the same processor-tiled line images (``SCAN`` lines of

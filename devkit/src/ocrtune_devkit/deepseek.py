@@ -1,5 +1,8 @@
 """Reduced DeepSeek-OCR checkpoints with random weights, built from configs.
 
+(One module over ~350 lines on purpose: the four builders share one language-model spec and
+one tokenizer, and an adapter made on one must fit the others; apart, they would drift.)
+
 Three builders, all cached by a digest of their spec and appearing by one rename:
 
 - ``build_tiny_deepseek_ocr2``: transformers-native ``DeepseekOcr2ForConditionalGeneration``

@@ -24,219 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocrtune_client import OCRTuneClient, OCRTuneError
 from ocrtune_client.render import Comparison, follow_with_progress, side_by_side
-from ocrtune_devkit.processes import (
-    ServiceProcess,
-    free_port,
-    start_service,
-    stop_process_group,
-    wait_until_ready,
-)
+from ocrtune_devkit.demo_recipe import HeldOut, build_dataset, choose_recipe, held_out_from_parquet
+from ocrtune_devkit.demo_services import RunningServices, start_services, stop_services, wait_ready
 from ocrtune_shared.cer import character_error_rate
-from ocrtune_shared.finetune import DEFAULT_BASE_MODEL, DatasetSpec, FinetuneRequest, HyperParameters
+from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest
 from ocrtune_shared.jobs import JobState
 from ocrtune_shared.ocr import OCROptions
 
 ADAPTER_NAME = "demo-zh"
-STATE_FILE = "services.json"
 SUMMARY_FILE = "summary.json"
-READY_TIMEOUT_S = 600.0
-
-
-# --- model and hardware ----------------------------------------------------------------
-def gpu_present() -> bool:
-    """Same rule as scripts/setup.sh, so the demo uses the engine that setup installed."""
-    if os.environ.get("OCRTUNE_ENGINE") in ("cpu", "gpu"):
-        return os.environ["OCRTUNE_ENGINE"] == "gpu"
-    if not shutil.which("nvidia-smi"):
-        return False
-    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-
-
-@dataclass
-class Recipe:
-    """What the demo trains with: the model, how many lines, and the hyper-parameters."""
-
-    model: str
-    offline: bool  # the shipped reader on the CPU
-    train_lines: int
-    new_lines: int
-    hyperparameters: HyperParameters
-    max_tokens: int
-
-
-def choose_recipe(model: str | None, steps: int | None) -> Recipe:
-    model = model or os.environ.get("OCR_BASE_MODEL")
-    if not model and not gpu_present():
-        from ocrtune_devkit.reader import reader_checkpoint
-
-        # Measured on this demo's data with the reader (2 CPU cores): lr 2e-3, alpha 32,
-        # batch 8, 120 steps on 240 lines takes held-out CER from ~60% to ~10% in about
-        # half a minute of training. 2e-4 (the GPU recipe's) barely moves it in that time.
-        return Recipe(
-            model=str(reader_checkpoint()),
-            offline=True,
-            train_lines=240,
-            new_lines=40,
-            hyperparameters=HyperParameters(
-                max_steps=steps or 120,
-                learning_rate=2e-3,
-                alpha=32,
-                warmup_steps=5,
-                lr_scheduler="linear",
-                per_device_batch_size=8,
-                gradient_accumulation_steps=1,
-                optimizer="adamw_torch",
-                max_new_tokens=24,
-            ),
-            max_tokens=24,
-        )
-    # The reference notebook's recipe (its defaults are FinetuneRequest's).
-    return Recipe(
-        model=model or DEFAULT_BASE_MODEL,
-        offline=False,
-        train_lines=400,
-        new_lines=40,
-        hyperparameters=HyperParameters(max_steps=steps or 60, max_new_tokens=64),
-        max_tokens=64,
-    )
-
-
-# --- data ----------------------------------------------------------------------------------
-@dataclass
-class HeldOut:
-    """One held-out image (its text never in the training set) and its PNG."""
-
-    text: str
-    png: bytes
-
-
-def build_dataset(folder: Path, recipe: Recipe, seed: int) -> tuple[Path, Path, list[HeldOut]]:
-    """Write train.parquet and eval.parquet under ``folder``; return them and the held-out images."""
-    from ocrtune_devkit.synthetic import SCAN, make_styled_samples, write_parquet
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train = make_styled_samples(recipe.train_lines, SCAN, seed=seed)
-    new = make_styled_samples(recipe.new_lines, SCAN, seed=seed + 1, exclude={s.text for s in train})
-    train_path = write_parquet(train, folder / "train.parquet")
-    eval_path = write_parquet(new, folder / "eval.parquet")
-    return Path(train_path), Path(eval_path), [HeldOut(s.text, s.png) for s in new]
-
-
-def held_out_from_parquet(uri: str) -> list[HeldOut]:
-    """The user's own eval set (a local parquet with image bytes and text), for the side-by-side."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(uri.removeprefix("file://")).to_pylist()
-    items = []
-    for row in table:
-        image = row["image"]
-        png = image["bytes"] if isinstance(image, dict) else image
-        items.append(HeldOut(str(row["text"]), png))
-    return items
-
-
-# --- services ------------------------------------------------------------------------------
-@dataclass
-class RunningServices:
-    inference: ServiceProcess
-    trainer: ServiceProcess
-    model: str
-    workdir: str
-    started_at: float = field(default_factory=time.time)
-
-    def record(self) -> dict[str, object]:
-        return {
-            "inference": self.inference.record(),
-            "trainer": self.trainer.record(),
-            "model": self.model,
-            "workdir": self.workdir,
-            "started_at": self.started_at,
-        }
-
-
-def start_services(workdir: Path, recipe: Recipe, data_roots: list[Path], ports: tuple[int, int]) -> RunningServices:
-    logs = workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    store = workdir / "adapters"
-    store.mkdir(parents=True, exist_ok=True)
-    inference_port, trainer_port = free_port(ports[0]), free_port(ports[1])
-    if trainer_port == inference_port:
-        trainer_port = free_port(0)
-    inference_url = f"http://127.0.0.1:{inference_port}"
-    trainer_url = f"http://127.0.0.1:{trainer_port}"
-    base_env = dict(os.environ)
-    if recipe.offline:
-        base_env["HF_HUB_OFFLINE"] = "1"
-    base_env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # vLLM's CPU backend would reserve far more KV cache than a laptop spares.
-    base_env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    inference_env = {
-        **base_env,
-        "OCRTUNE_INFERENCE_MODEL": recipe.model,
-        "OCRTUNE_INFERENCE_ADAPTER_STORE": str(store),
-        "OCRTUNE_INFERENCE_HOST": "127.0.0.1",
-        "OCRTUNE_INFERENCE_PORT": str(inference_port),
-        "OCRTUNE_INFERENCE_MAX_LORA_RANK": str(max(16, recipe.hyperparameters.rank)),
-    }
-    if recipe.offline:
-        inference_env.setdefault("OCRTUNE_INFERENCE_DTYPE", "float32")
-        inference_env.setdefault("OCRTUNE_INFERENCE_MAX_MODEL_LEN", "512")
-    trainer_env = {
-        **base_env,
-        "OCRTUNE_TRAINER_BASE_MODEL": recipe.model,
-        "OCRTUNE_TRAINER_ADAPTER_STORE": str(store),
-        "OCRTUNE_TRAINER_DATA_DIR": str(workdir / "trainer"),
-        "OCRTUNE_TRAINER_DATABASE_URL": f"sqlite:///{workdir / 'jobs.db'}",
-        "OCRTUNE_TRAINER_DATA_ROOTS": ",".join(str(p) for p in data_roots),
-        "OCRTUNE_TRAINER_HOST": "127.0.0.1",
-        "OCRTUNE_TRAINER_PORT": str(trainer_port),
-        "OCRTUNE_TRAINER_INFERENCE_URL": inference_url,
-    }
-    processes = [
-        # A session of its own: the services outlive the demo, and `stop` can end each
-        # one with its whole group (vLLM's engine and worker processes included).
-        start_service(name, [sys.executable, "-m", f"ocrtune_{name}"], url=url, env=env, log=logs / f"{name}.log",
-                      cwd=workdir)
-        for name, env, url in (("inference", inference_env, inference_url), ("trainer", trainer_env, trainer_url))
-    ]
-    services = RunningServices(processes[0], processes[1], model=recipe.model, workdir=str(workdir))
-    (workdir / STATE_FILE).write_text(json.dumps(services.record(), indent=2))
-    return services
-
-
-def wait_ready(services: RunningServices, timeout: float = READY_TIMEOUT_S) -> float:
-    """Wait for both /readyz, saying which is ready when; fail with the log's tail as soon as a service dies."""
-    return wait_until_ready(
-        [services.inference, services.trainer],
-        timeout=timeout,
-        on_ready=lambda service, seconds: print(f"  {service.name} ready at {service.url} ({seconds:.0f} s)"),
-    )
-
-
-def stop_services(workdir: Path, grace_s: float = 20.0) -> list[str]:
-    """Stop the services a demo started in ``workdir`` (each process group: TERM, then KILL)."""
-    state_path = workdir / STATE_FILE
-    if not state_path.exists():
-        return []
-    state = json.loads(state_path.read_text())
-    stopped = []
-    for name in ("trainer", "inference"):
-        pid = state[name]["pid"]
-        if stop_process_group(pid, grace_s):
-            stopped.append(f"{name} (pid {pid})")
-    state_path.unlink()
-    return stopped
 
 
 # --- the side-by-side ------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 // The fine-tune dashboard: start a job (dataset URI or uploaded file, recipe defaults editable),
 // follow one live (state, progress, ETA, loss curve, CER before/after, errors), list jobs and adapters.
+// (One file over ~350 lines on purpose: static files served as they are, with no build step a
+// user must run; what both pages share is in ocrtune_shared/console_assets.)
 import {
   ApiError,
   call,
