@@ -16,13 +16,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from ocrtune_client.batch import InputError, collect_inputs, output_paths, run_batch
 from ocrtune_client.client import OCRTuneClient
 from ocrtune_client.dataset_builder import build_parquet
 from ocrtune_client.errors import OCRTuneError
-from ocrtune_client.render import adapters_table, describe_result, follow_with_progress, jobs_table
+from ocrtune_client.render import (
+    FileProgress,
+    adapters_table,
+    batch_summary,
+    describe_result,
+    follow_with_progress,
+    jobs_table,
+)
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
-from ocrtune_shared.ocr import OCROptions, OCRTask
+from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRTask, ResolutionMode
 
 EXIT_SERVICE_ERROR = 1
 EXIT_USAGE = 2
@@ -37,14 +45,46 @@ def _print_json(payload: object) -> None:
 
 
 # --- ocr ---------------------------------------------------------------------------
+def ocr_options(args: argparse.Namespace) -> OCROptions:
+    """The request's options from the flags (validated as the service validates them)."""
+    return OCROptions(task=args.task, max_tokens=args.max_tokens, prompt=args.prompt, resolution=args.resolution)
+
+
 def _ocr(args: argparse.Namespace) -> int:
-    if not args.file.is_file():
-        print(f"error: no such file: {args.file}", file=sys.stderr)
+    try:
+        items = collect_inputs(args.inputs)
+        if args.output is None and len(items) > 1:
+            raise InputError(f"{len(items)} files to read: give a folder for their texts with -o/--output")
+        outputs = (
+            output_paths(items, args.output, ".json" if args.json else ".txt") if args.output is not None else None
+        )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = OCROptions(task=args.task, max_tokens=args.max_tokens, prompt=args.prompt)
+    if args.stream and outputs is not None:
+        print("error: --stream prints one file's text as it arrives; it cannot write to -o", file=sys.stderr)
+        return EXIT_USAGE
+    options = ocr_options(args)
     with _client(args) as client:
-        response = client.ocr(args.file, adapter=args.adapter, options=options)
-    if args.json:
+        if outputs is None:
+            if args.stream:
+                return _ocr_stream(client, items[0].source, args.adapter, options, args.json)
+            return _ocr_one(client, items[0].source, args.adapter, options, args.json)
+        progress = FileProgress(len(items), sys.stderr)
+        try:
+            report = run_batch(
+                client, items, outputs, adapter=args.adapter, options=options, concurrency=args.concurrency,
+                as_json=args.json, on_done=progress,
+            )
+        finally:
+            progress.close()
+    print(batch_summary(report, len(items), args.output), file=sys.stderr)
+    return EXIT_SERVICE_ERROR if report.failures else 0
+
+
+def _ocr_one(client: OCRTuneClient, path: Path, adapter: str | None, options: OCROptions, as_json: bool) -> int:
+    response = client.ocr(path, adapter=adapter, options=options)
+    if as_json:
         _print_json(response.model_dump(mode="json"))
         return 0
     if len(response.pages) > 1:
@@ -53,11 +93,32 @@ def _ocr(args: argparse.Namespace) -> int:
             print(page.text)
     else:
         print(response.text)
+    _print_usage(response)
+    return 0
+
+
+def _ocr_stream(client: OCRTuneClient, path: Path, adapter: str | None, options: OCROptions, as_json: bool) -> int:
+    page = 1
+    for event in client.ocr_stream(path, adapter=adapter, options=options):
+        if as_json:  # one OCRStreamEvent per line, as they come
+            print(event.model_dump_json(), flush=True)
+            continue
+        if event.done and event.response is not None:
+            print()
+            _print_usage(event.response)
+            break
+        if event.page != page:  # the next page of a PDF begins
+            page = event.page
+            print(f"\n--- page {page} ---", flush=True)
+        print(event.delta, end="", flush=True)
+    return 0
+
+
+def _print_usage(response: OCRResponse) -> None:
     print(
         f"[{response.adapter or 'base model'}, {response.usage.completion_tokens} tokens, {response.latency_ms:.0f} ms]",
         file=sys.stderr,
     )
-    return 0
 
 
 # --- finetune / jobs -----------------------------------------------------------------
@@ -80,6 +141,7 @@ def _finetune(args: argparse.Namespace) -> int:
             "rank": args.rank,
             "alpha": args.alpha,
             "warmup_steps": args.warmup_steps,
+            "target_modules": args.target_modules,
         }.items()
         if value is not None
     }
@@ -196,6 +258,18 @@ def _dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def _module_names(value: str) -> list[str]:
+    # Split only: the names are checked by HyperParameters, the same model the trainer validates.
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -210,12 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocrtune", description="Fine-tune and serve OCR models")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ocr = sub.add_parser("ocr", parents=[common], help="OCR an image or a PDF")
-    ocr.add_argument("file", type=Path, help="image (PNG, JPEG, ...) or PDF")
+    ocr = sub.add_parser(
+        "ocr", parents=[common], help="OCR an image or a PDF, or a batch: files, folders, globs, with -o OUTDIR"
+    )
+    ocr.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="image (PNG, JPEG, ...) or PDF; a folder (its images and PDFs, sub-folders too); a glob ('scans/**/*.png')",
+    )
+    ocr.add_argument(
+        "-o", "--output", type=Path,
+        help="folder for the texts, one .txt per input (.json with --json) mirroring the names below each folder or "
+        "glob; needed for more than one file. Without it, one file's text goes to stdout",
+    )
     ocr.add_argument("--adapter", help="LoRA adapter: NAME or NAME@VERSION (default: the base model)")
     ocr.add_argument("--task", choices=[t.value for t in OCRTask], default=OCRTask.free_ocr.value)
     ocr.add_argument("--prompt", help="override the task's prompt")
+    ocr.add_argument(
+        "--resolution", choices=[m.value for m in ResolutionMode], default=ResolutionMode.auto.value,
+        help="DeepSeek-OCR resolution mode (a model without modes ignores it; one without this mode answers 422)",
+    )
     ocr.add_argument("--max-tokens", type=int, default=512)
+    ocr.add_argument("--stream", action="store_true", help="print the text as it is read (one file, no -o)")
+    ocr.add_argument(
+        "--concurrency", type=_positive_int, default=4, metavar="N",
+        help="files read at once in a batch (default 4; the service batches them on the model)",
+    )
     ocr.set_defaults(handler=_ocr)
 
     ft = sub.add_parser("finetune", parents=[common], help="submit a LoRA fine-tune")
@@ -231,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--warmup-steps", type=int)
     ft.add_argument("--rank", type=int, help="LoRA rank")
     ft.add_argument("--alpha", type=int, help="LoRA alpha")
+    ft.add_argument(
+        "--target-modules", type=_module_names, metavar="NAMES",
+        help="comma-separated module names LoRA adapts, e.g. q_proj,v_proj ('experts': a MoE model's routed "
+        "experts; default: the reference recipe's attention and MLP projections)",
+    )
     ft.add_argument("--follow", action="store_true", help="show progress until the job ends")
     ft.set_defaults(handler=_finetune)
 

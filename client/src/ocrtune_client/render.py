@@ -13,6 +13,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from ocrtune_client.batch import BatchFailure, BatchItem, BatchReport
 from ocrtune_client.client import OCRTuneClient
 from ocrtune_shared.adapters import AdapterInfo
 from ocrtune_shared.cer import CERResult, character_error_rate, normalize
@@ -159,6 +160,33 @@ def follow_with_progress(client: OCRTuneClient, job_id: str, *, stream: TextIO |
     finally:
         printer.close()
     return client.job(job_id)
+
+
+# --- a batch of files ---------------------------------------------------------------------------
+class FileProgress:
+    """A progress bar over a batch OCR: files done of all, with the failures so far."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self.bar = tqdm(total=total, desc="ocr", unit="file", file=out, dynamic_ncols=True)
+        self.failed = 0
+
+    def __call__(self, item: BatchItem, failure: BatchFailure | None) -> None:
+        if failure is not None:
+            self.failed += 1
+            self.bar.set_postfix({"failed": self.failed}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def batch_summary(report: BatchReport, total: int, out_dir: object) -> str:
+    """What a batch did: how many texts were written where, then each file that failed and why."""
+    lines = [f"wrote {len(report.written)} of {total} texts to {out_dir}"]
+    if report.failures:
+        lines.append(f"{len(report.failures)} file(s) failed:")
+        lines += [f"  {failure.source}: {failure.message}" for failure in report.failures]
+    return "\n".join(lines)
 
 
 # --- base model and adapter, side by side ------------------------------------------------------
