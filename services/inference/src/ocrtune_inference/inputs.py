@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
@@ -101,3 +102,35 @@ async def from_json(request: Request, settings: InferenceSettings) -> tuple[byte
         raise ServiceError(422, ErrorCode.invalid_request, message, where) from None
     data = await load_source(parsed.image_base64, parsed.image_url, settings)
     return data, OCROptions.model_validate(parsed.model_dump(include=set(OCROptions.model_fields)))
+
+
+INLINE_DECODE_BYTES = 256 * 1024
+
+
+async def read_ocr_request(request: Request, settings: InferenceSettings) -> tuple[list[Any], OCROptions]:
+    """``POST /ocr``'s pages (decoded, within the pixel and page limits) and options, from either body type."""
+    import asyncio
+    import functools
+
+    from ocrtune_inference.documents import is_pdf, load_pages
+
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        data, options = await from_multipart(request, settings)
+    elif content_type == "application/json":
+        data, options = await from_json(request, settings)
+    else:
+        raise ServiceError(
+            415, ErrorCode.unsupported_media_type, "send multipart/form-data (field 'file') or application/json"
+        )
+    decode = functools.partial(
+        load_pages,
+        data,
+        max_pixels=settings.max_image_pixels,
+        max_pages=settings.max_pdf_pages,
+        pdf_scale=settings.pdf_render_scale,
+        where="file" if content_type == "multipart/form-data" else "image",
+    )
+    # A line or a small page decodes faster than a thread hop; big ones must not block the loop.
+    pages = decode() if len(data) < INLINE_DECODE_BYTES and not is_pdf(data) else await asyncio.to_thread(decode)
+    return pages, options

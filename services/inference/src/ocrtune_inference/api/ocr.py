@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, FastAPI, Header, Request
@@ -9,14 +7,12 @@ from sse_starlette import EventSourceResponse
 
 from ocrtune_inference.api.dependencies import Service
 from ocrtune_inference.api.errors import ERROR_RESPONSES
-from ocrtune_inference.documents import is_pdf, load_pages
-from ocrtune_inference.inputs import from_json, from_multipart
-from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
+from ocrtune_inference.inputs import read_ocr_request
+from ocrtune_shared.errors import ErrorResponse, ServiceError
 from ocrtune_shared.headers import ADAPTER_HEADER
 from ocrtune_shared.ocr import OCRJSONRequest, OCRResponse
 
 router = APIRouter(tags=["ocr"])
-INLINE_DECODE_BYTES = 256 * 1024
 
 _OPTION_FIELDS = {
     "task": {"type": "string", "enum": ["free_ocr", "markdown"], "default": "free_ocr"},
@@ -24,6 +20,9 @@ _OPTION_FIELDS = {
     "resolution": {"type": "string", "enum": ["auto", "tiny", "small", "base", "large", "gundam"], "default": "auto"},
     "max_tokens": {"type": "integer", "default": 512, "minimum": 1, "maximum": 8192},
     "stream": {"type": "boolean", "default": False, "description": "Server-sent OCRStreamEvent objects"},
+    "logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
+                 "description": "Each generated token's log-probability and this many alternatives"},
+    "json_schema": {"type": "string", "description": "A JSON Schema (as text) the answer must be valid JSON for"},
 }
 OCR_REQUEST_BODY = {
     "requestBody": {
@@ -63,27 +62,8 @@ async def ocr(
         default=None, alias=ADAPTER_HEADER, description="name or name@version of a LoRA adapter; absent: base model"
     ),
 ):
-    settings = request.app.state.settings
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        data, options = await from_multipart(request, settings)
-    elif content_type == "application/json":
-        data, options = await from_json(request, settings)
-    else:
-        raise ServiceError(
-            415, ErrorCode.unsupported_media_type, "send multipart/form-data (field 'file') or application/json"
-        )
+    pages, options = await read_ocr_request(request, request.app.state.settings)
     adapter = await service.adapter_for(x_adapter)
-    decode = functools.partial(
-        load_pages,
-        data,
-        max_pixels=settings.max_image_pixels,
-        max_pages=settings.max_pdf_pages,
-        pdf_scale=settings.pdf_render_scale,
-        where="file" if content_type == "multipart/form-data" else "image",
-    )
-    # A line or a small page decodes faster than a thread hop; big ones must not block the loop.
-    pages = decode() if len(data) < INLINE_DECODE_BYTES and not is_pdf(data) else await asyncio.to_thread(decode)
     if not options.stream:
         return await service.recognize(pages, options, adapter)
 
