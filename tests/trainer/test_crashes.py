@@ -138,3 +138,37 @@ def test_worker_killed_after_a_checkpoint_resumes_the_job_from_it(
     # The base model was evaluated once; the adapter once, after training.
     assert len([e for e in events if e["type"] == "eval"]) == 2
     assert done["result"]["adapter"] == "resumed@1" and done["result"]["cer_before"] is not None
+
+
+def test_a_job_past_a_checkpoint_when_the_trainer_is_stopped_resumes_when_it_starts_again(
+    tmp_path, tiny_model_dir, data_layouts: DataLayouts
+) -> None:
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        job = service.submit({
+            "adapter_name": "across-restarts",
+            "train": {"uri": str(data_layouts.paths["parquet"])},
+            "hyperparameters": tiny_hyperparameters(max_steps=40, save_steps=3),
+        })
+        service.wait(job["id"], {"running"}, timeout=180, predicate=lambda j: bool(j["result"]["checkpoints"]))
+        service.process.send_signal(signal.SIGTERM)  # a deployment stopping the service
+        assert service.process.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        kill_group(service.process)
+
+    from ocrtune_trainer.job_store import JobStore
+
+    jobs = JobStore(f"sqlite:///{tmp_path / 'svc' / 'jobs.db'}")
+    try:
+        stopped = jobs.get(job["id"])
+    finally:
+        jobs.close()
+    assert stopped.state.value == "queued" and stopped.resumes == 1, stopped
+    time.sleep(0.5)
+    service = start_service(tmp_path / "svc", base_model=tiny_model_dir, data_roots=[data_layouts.root])
+    try:
+        done = service.wait(job["id"], {"succeeded"}, timeout=240)
+    finally:
+        kill_group(service.process)
+    assert [p["step"] for p in done["result"]["loss_curve"]] == list(range(1, 41))
+    assert done["resumes"] == 1 and done["result"]["adapter"] == "across-restarts@1"

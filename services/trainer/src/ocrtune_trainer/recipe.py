@@ -62,6 +62,7 @@ def run_finetune(
     remote_store: RemoteAdapterStore | None = None,
 ) -> JobResult:
     """Run ``job``'s recipe; returns its result. Raises ``TrainingStopped`` when told to stop."""
+    from ocrtune_trainer.ddp import train_adapter_ddp, training_processes
     from ocrtune_trainer.evaluation import evaluate, load_adapter_verified
     from ocrtune_trainer.families import training_family_for
     from ocrtune_trainer.publish import manifest_for, notify_inference, stage_trained_files
@@ -96,20 +97,33 @@ def run_finetune(
         result.cer_before = cer_of(model, "base model")
     report.result(result)
 
-    # 4. train
+    # 4. train: in this process, or in one process per GPU (DDP)
     report.phase("training")
-    outcome = train_adapter(request, model, processor, train_rows, workdir, runtime, settings, record,
-                            report.stop_reason, eval_rows=eval_rows, resume_from=resume_from,
-                            tensorboard_dir=settings.tensorboard_dir / job.id)
+    processes = training_processes(settings, runtime, hp)
+    if processes > 1:
+        del model  # each process loads its own copy on its own device
+        free_device()
+        report.log(f"training in {processes} processes (DDP through torchrun, "
+                   f"{'NCCL' if runtime.device.type == 'cuda' else 'gloo'})")
+        outcome = train_adapter_ddp(request, base_model, workdir, runtime, settings, record, report.stop_reason,
+                                    processes=processes, resume_from=resume_from,
+                                    tensorboard_dir=settings.tensorboard_dir / job.id)
+    else:
+        outcome = train_adapter(request, model, processor, train_rows, workdir, runtime, settings, record,
+                                report.stop_reason, eval_rows=eval_rows, resume_from=resume_from,
+                                tensorboard_dir=settings.tensorboard_dir / job.id)
+        del model
     result.loss_curve = outcome.loss_curve or result.loss_curve
     result.eval_loss_curve = outcome.eval_loss_curve or result.eval_loss_curve
     result.samples_per_second = outcome.samples_per_second
     result.peak_memory_mb = outcome.peak_memory_mb
+    if outcome.processes > 1:
+        report.log(f"trained by {outcome.processes} processes together, "
+                   f"{result.samples_per_second or 0:.1f} samples/s in all")
     if outcome.stopped_early:
         report.log(f"early stopping after step {result.loss_curve[-1].step if result.loss_curve else 0}: "
                    f"the eval loss stopped improving; the adapter is the best checkpoint's")
     report.result(result)
-    del model
     free_device()
     if (reason := report.stop_reason()) is not None:
         raise TrainingStopped(reason)
@@ -206,7 +220,18 @@ class TrainingRecord:
         step, folder = on_disk[-1]
         result.loss_curve = [p for p in result.loss_curve if p.step <= step]
         result.eval_loss_curve = [p for p in result.eval_loss_curve if p.step <= step]
-        result.checkpoints = [c for c in result.checkpoints if c.step <= step]
+        # The worker may have died between writing a checkpoint and recording it: the disk is the truth.
+        recorded = {c.step: c for c in result.checkpoints if c.step <= step}
+        for saved_step, saved_folder in on_disk:
+            if saved_step not in recorded:
+                recorded[saved_step] = Checkpoint(
+                    step=saved_step, path=str(saved_folder),
+                    saved_at=datetime.fromtimestamp(saved_folder.stat().st_mtime, timezone.utc),
+                    loss=next((p.loss for p in result.loss_curve if p.step == saved_step), None),
+                    eval_loss=next((p.loss for p in result.eval_loss_curve if p.step == saved_step), None),
+                )
+        kept = {s for s, _ in on_disk}
+        result.checkpoints = [c.model_copy(update={"kept": c.step in kept}) for _, c in sorted(recorded.items())]
         at = self.job.progress.model_copy(update={
             "step": step, "loss": result.loss_curve[-1].loss if result.loss_curve else None, "eta_seconds": None})
         self.report.progress(at)  # back to the checkpoint's step: what was trained after it is trained again

@@ -74,6 +74,12 @@ class TrainerSettings(BaseSettings):
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N")
     precision: Precision = Precision.auto
+    training_processes: int = Field(
+        default=0, ge=0,
+        description="Processes that train one job together (DDP through torchrun, one per GPU; gloo on the CPU). "
+        "0: one per GPU the worker is given (CUDA_VISIBLE_DEVICES), 1 on the CPU or with DEVICE=cuda:N. "
+        "A step's samples are shared by them, so a job trains the same on any number",
+    )
     gradient_checkpointing: bool = Field(default=False, description="Trade compute for memory on large models")
     torch_threads: int | None = Field(default=None, ge=1, description="CPU threads for torch in the worker")
     dataloader_workers: int = Field(

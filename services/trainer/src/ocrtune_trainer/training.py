@@ -87,6 +87,8 @@ class TrainOutcome:
     peak_memory_mb: float | None = None
     stopped_early: bool = False
     """Early stopping ended training before its last step; the adapter is the best checkpoint's."""
+    processes: int = 1
+    """Processes that trained it together (DDP)."""
 
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -376,6 +378,7 @@ def train_adapter(
         samples_per_second=samples / runtime_s if runtime_s and samples else None,
         peak_memory_mb=peak_memory_mb(runtime),
         stopped_early=trainer.state.global_step < trainer.state.max_steps,
+        processes=processes,
     )
     trainer.model = None  # drop the trainer's references so the caller can free the device
     return outcome

@@ -1,0 +1,86 @@
+"""One job trained by two processes at once (DDP through torchrun, gloo on the CPU), against one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from ocrtune_devkit import processes
+from ocrtune_shared.adapters import ADAPTER_WEIGHTS_FILE
+from ocrtune_shared.store import AdapterStore
+
+from .conftest import DataLayouts, TrainerService, start_service, tiny_hyperparameters
+
+
+def test_two_gloo_processes_train_the_adapter_one_process_trains(
+    tmp_path, trainer: TrainerService, tiny_model_dir, data_layouts: DataLayouts
+) -> None:
+    uri = str(data_layouts.paths["parquet"])  # 8 rows, all trained (eval on the same file)
+    # 4 samples a step: one process takes all 4, each of two takes 2 (the same 4, the same step).
+    body = {"train": {"uri": uri}, "eval": {"uri": uri},
+            "hyperparameters": tiny_hyperparameters(max_steps=6, eval_steps=3, save_steps=3)}
+    alone = trainer.submit({**body, "adapter_name": "one-process"})
+    service = start_service(tmp_path / "ddp", base_model=tiny_model_dir, data_roots=[data_layouts.root],
+                            extra_env={"OCRTUNE_TRAINER_TRAINING_PROCESSES": "2"})
+    try:
+        together = service.submit({**body, "adapter_name": "two-processes"})
+        two = service.wait(together["id"], {"succeeded"}, timeout=400)
+        with service.client() as client:
+            events = client.get(f"/finetune/{together['id']}/events/list", params={"limit": 1000}).json()["events"]
+            checkpoints = client.get(f"/finetune/{together['id']}/checkpoints").json()["checkpoints"]
+
+        # A cancel ends the whole group at once: no rank is left training.
+        endless = service.submit({**body, "adapter_name": "cancelled",
+                                  "hyperparameters": tiny_hyperparameters(max_steps=100_000)})
+        service.wait(endless["id"], {"running"}, timeout=400, predicate=lambda j: j["progress"]["step"] >= 2)
+        spec = str(service.data_dir / "jobs" / endless["id"] / "ddp" / "spec.json")
+        assert len(_processes_with(spec)) == 3  # torchrun and its two ranks
+        with service.client() as client:
+            assert client.post(f"/finetune/{endless['id']}/cancel").status_code == 200
+        service.wait(endless["id"], {"cancelled"}, timeout=60)
+        assert _processes_with(spec) == []
+    finally:
+        processes.stop_process_group(service.process)
+    one = trainer.wait(alone["id"], {"succeeded"}, timeout=400)
+
+    messages = [e["message"] for e in events]
+    assert "training in 2 processes (DDP through torchrun, gloo)" in messages
+    assert any(m.startswith("trained by 2 processes together") for m in messages)
+    # Rank 0 reported every step, evaluation and checkpoint through the worker, as one process does.
+    assert [c["step"] for c in checkpoints] == [3, 6]
+    steps = [e["progress"]["step"] for e in events
+             if e["type"] == "progress" and e["progress"]["phase"] == "training" and not e["message"]
+             and e["progress"]["eval_loss"] is None]
+    assert steps == list(range(1, 7))
+
+    # The same samples a step and the same gradient (losses are normalised by the step's label tokens
+    # across both processes): the same curve and adapter, up to float summation order.
+    losses_one = [p["loss"] for p in one["result"]["loss_curve"]]
+    losses_two = [p["loss"] for p in two["result"]["loss_curve"]]
+    assert losses_two == pytest.approx(losses_one, rel=1e-5)
+    # The eval loss is a mean over batches, and two processes make two batches of 2 where one makes one of 4:
+    # token-weighted differently, so only close.
+    eval_one = [p["loss"] for p in one["result"]["eval_loss_curve"]]
+    eval_two = [p["loss"] for p in two["result"]["eval_loss_curve"]]
+    assert len(eval_two) == 2 and eval_two == pytest.approx(eval_one, rel=2e-3)
+    weights_one = load_file(AdapterStore(trainer.store).resolve(one["result"]["adapter"]).path / ADAPTER_WEIGHTS_FILE)
+    weights_two = load_file(AdapterStore(service.store).resolve(two["result"]["adapter"]).path / ADAPTER_WEIGHTS_FILE)
+    assert weights_one.keys() == weights_two.keys()
+    for name, tensor in weights_one.items():
+        assert (weights_two[name] - tensor).abs().max().item() < 1e-5, name
+    assert two["result"]["cer_after"]["corpus_cer"] == pytest.approx(one["result"]["cer_after"]["corpus_cer"])
+
+
+def _processes_with(argument: str) -> list[int]:
+    """Live processes (not zombies) with ``argument`` on their command line."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if argument in (proc / "cmdline").read_bytes().decode(errors="replace").split("\0"):
+                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
