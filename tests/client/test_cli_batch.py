@@ -231,3 +231,31 @@ def test_an_eval_dataset_outside_the_data_roots_is_refused_by_the_server(service
                "--eval", "/etc/hostname")
     assert_clean_failure(done, "outside the allowed data roots")
     assert "(eval.uri)" in done.stderr and "[HTTP 422 uri_not_allowed]" in done.stderr
+
+
+def test_finetune_epochs_trains_whole_passes(services) -> None:
+    done = cli(services, "finetune", services.summary["train_uri"], "--name", "cli-epochs", "--max-samples", "16",
+               "--batch-size", "8", "--epochs", "1", "--warmup-steps", "0", "--follow", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = Job.model_validate_json(done.stdout)
+    hp = job.request.hyperparameters
+    assert (hp.num_train_epochs, hp.max_steps) == (1.0, None)
+    assert job.state is JobState.succeeded and job.result.train_samples is not None
+    # One pass over the train rows, 8 a step, not the recipe's 60 steps (whether a last partial
+    # batch makes a step of its own is the trainer's business).
+    rows = job.result.train_samples
+    assert job.progress.total_steps in (rows // 8, -(-rows // 8)), (job.progress, rows)
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--epochs", "1", "--max-steps", "4"], "argument --max-steps: not allowed with argument --epochs"),
+        (["--epochs", "0"], "num_train_epochs: Input should be greater than 0"),
+        (["--epochs", "two"], "argument --epochs: invalid float value: 'two'"),
+    ],
+)
+def test_bad_epochs_are_refused_before_sending(services, flags, says) -> None:
+    done = cli(services, "finetune", services.summary["train_uri"], "--name", "cli-bad-epochs", *flags)
+    assert done.returncode == 2
+    assert_clean_failure(done, says)

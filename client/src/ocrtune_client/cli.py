@@ -135,6 +135,7 @@ def _finetune(args: argparse.Namespace) -> int:
         key: value
         for key, value in {
             "max_steps": args.max_steps,
+            "num_train_epochs": args.epochs,
             "learning_rate": args.learning_rate,
             "per_device_batch_size": args.batch_size,
             "gradient_accumulation_steps": args.grad_accum,
@@ -317,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--eval", help="held-out dataset URI (default: a fraction of train)")
     ft.add_argument("--base-model", help="default: the trainer's configured base model")
     ft.add_argument("--max-samples", type=int, help="use only the first N training rows")
-    ft.add_argument("--max-steps", type=int)
+    length = ft.add_mutually_exclusive_group()  # the request takes one of the two (HyperParameters says why)
+    length.add_argument("--max-steps", type=int, help="optimizer steps (default: the recipe's 60)")
+    length.add_argument("--epochs", type=float, metavar="N", help="passes over the train rows, instead of --max-steps")
     ft.add_argument("--learning-rate", type=float)
     ft.add_argument("--batch-size", type=int, help="per-device batch size")
     ft.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
