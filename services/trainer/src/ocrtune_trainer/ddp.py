@@ -29,7 +29,8 @@ from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobProgress, LossPoint
 from ocrtune_shared.processes import die_with_parent
 from ocrtune_trainer.settings import TrainerSettings
-from ocrtune_trainer.training import Runtime, StopCheck, TrainingEvents, TrainingStopped, TrainOutcome
+from ocrtune_trainer.training import Runtime, TrainingStopped, TrainOutcome
+from ocrtune_trainer.training_events import SinkOnly, StopCheck, TrainingEvents
 
 SPEC_FILE, EVENTS_FILE, OUTCOME_FILE, LOG_FILE = "spec.json", "events.jsonl", "outcome.json", "torchrun.log"
 
@@ -172,7 +173,7 @@ def main() -> None:
     """One rank of a DDP training group (started by torchrun: RANK, LOCAL_RANK, WORLD_SIZE set)."""
     import torch
 
-    from ocrtune_trainer.training import SinkOnly, load_base, pick_runtime, train_adapter
+    from ocrtune_trainer.training import load_base, pick_runtime, train_adapter
     from ocrtune_trainer.validation import read_prepared
 
     spec_path = Path(sys.argv[1])

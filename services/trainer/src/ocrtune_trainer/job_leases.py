@@ -16,7 +16,7 @@ import os
 import socket
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobState
@@ -139,7 +139,7 @@ class JobLeases:
             return JobState.cancelled
         checkpoints = [c for c in job.result.checkpoints if c.kept]
         if checkpoints and job.resumes < max_resumes:
-            self.store.requeue_to_resume(
+            self._requeue_to_resume(
                 job_id,
                 f"{stopped}; it will resume from the checkpoint at step {checkpoints[-1].step} "
                 f"(resume {job.resumes + 1} of at most {max_resumes})",
@@ -152,6 +152,17 @@ class JobLeases:
         self.store.transition(job_id, JobState.failed, error=ErrorBody(code=ErrorCode.internal,
                               message=f"{stopped}; {why_not}"), only_from=[JobState.running])
         return JobState.failed
+
+    def _requeue_to_resume(self, job_id: str, message: str) -> Job:
+        """``running`` -> ``queued`` for another worker to resume it from its checkpoint; counts the resume."""
+        with self.store.engine.begin() as conn:
+            self.store.transition_in(conn, job_id, JobState.queued, message=message, only_from=[JobState.running])
+            conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.id == job_id)
+                .values(resumes=func.coalesce(jobs_table.c.resumes, 0) + 1)
+            )
+        return self.store.get(job_id)
 
 
 def _gone(

@@ -392,14 +392,3 @@ class JobStore:
     ) -> None:
         with self.engine.begin() as conn:
             self.event_in(conn, job_id, type_, message=message, cer=cer, progress=progress)
-
-    def requeue_to_resume(self, job_id: str, message: str) -> Job:
-        """``running`` -> ``queued`` for another worker to resume it from its checkpoint; counts the resume."""
-        with self.engine.begin() as conn:
-            self.transition_in(conn, job_id, JobState.queued, message=message, only_from=[JobState.running])
-            conn.execute(
-                update(jobs_table)
-                .where(jobs_table.c.id == job_id)
-                .values(resumes=func.coalesce(jobs_table.c.resumes, 0) + 1)
-            )
-        return self.get(job_id)

@@ -204,7 +204,7 @@ class TrainingRecord:
 
     def resume_point(self, output_dir: Path) -> Path | None:
         """The newest complete checkpoint to resume from, or None to train from the start."""
-        from ocrtune_trainer.training import saved_checkpoints
+        from ocrtune_trainer.training_events import saved_checkpoints
 
         result = self.result
         if not result.checkpoints:
