@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,39 @@ def _processes_with(argument: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+@pytest.mark.slow  # ~35 s on 2 cores: two mechanisms the default suite tests apart (resume, DDP) plus torchrun's end
+def test_a_ddp_job_whose_worker_is_killed_resumes_in_two_processes(
+    tmp_path, tiny_model_dir, data_layouts: DataLayouts
+) -> None:
+    service = start_service(tmp_path / "ddp", base_model=tiny_model_dir, data_roots=[data_layouts.root],
+                            extra_env={"OCRTUNE_TRAINER_TRAINING_PROCESSES": "2"})
+    try:
+        job = service.submit({"adapter_name": "ddp-resumed", "train": {"uri": str(data_layouts.paths["parquet"])},
+                              "hyperparameters": tiny_hyperparameters(max_steps=30, save_steps=3)})
+
+        def past_a_checkpoint(j: dict) -> bool:
+            saved = [c["step"] for c in j["result"]["checkpoints"] if c["kept"]]
+            return bool(saved) and j["progress"]["step"] > saved[-1]
+
+        service.wait(job["id"], {"running"}, timeout=400, predicate=past_a_checkpoint)
+        spec = str(service.data_dir / "jobs" / job["id"] / "ddp" / "spec.json")
+        ranks = _processes_with(spec)
+        assert len(ranks) == 3
+        os.kill(service.worker_pid(), signal.SIGKILL)
+        # torchrun is told of its parent's death (PR_SET_PDEATHSIG) and ends its ranks: none trains on alone.
+        deadline = time.monotonic() + 30
+        while set(_processes_with(spec)) & set(ranks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not set(_processes_with(spec)) & set(ranks)
+
+        done = service.wait(job["id"], {"succeeded"}, timeout=400)
+        with service.client() as client:
+            events = client.get(f"/finetune/{job['id']}/events/list", params={"limit": 1000}).json()["events"]
+    finally:
+        processes.stop_process_group(service.process)
+    messages = [e["message"] for e in events]
+    assert done["resumes"] == 1 and messages.count("training in 2 processes (DDP through torchrun, gloo)") == 2
+    assert sum(m.startswith("resuming from the checkpoint at step") for m in messages) == 1
+    assert [p["step"] for p in done["result"]["loss_curve"]] == list(range(1, 31))
