@@ -13,7 +13,8 @@ import pytest
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.jobs import JobProgress, JobState
 from ocrtune_trainer.job_leases import JobLeases, this_worker_id
-from ocrtune_trainer.job_store import JobConflict, JobNotFound, JobStore, metadata
+from ocrtune_trainer.job_store import JobConflict, JobNotFound, JobStore
+from ocrtune_trainer.job_tables import metadata
 
 
 def _request(name: str = "store-test") -> FinetuneRequest:
@@ -158,7 +159,7 @@ def test_claims_skip_a_job_another_worker_has_locked(tmp_path, request: pytest.F
     """Postgres: a claim takes the next free job at once instead of waiting on a row another worker locked."""
     from sqlalchemy import create_engine, select
 
-    from ocrtune_trainer.job_store import jobs_table
+    from ocrtune_trainer.job_tables import jobs_table
 
     url = request.getfixturevalue("postgres_url")
     engine = create_engine(url)

@@ -20,7 +20,8 @@ from sqlalchemy import func, select, update
 
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobState
-from ocrtune_trainer.job_store import JobConflict, JobStore, aware_utc, jobs_table, now
+from ocrtune_trainer.job_store import JobConflict, JobStore
+from ocrtune_trainer.job_tables import aware_utc, jobs_table, now
 
 
 def this_worker_id(pid: int | None = None) -> str:

@@ -4,37 +4,17 @@ SQLite by default, Postgres by URL, through SQLAlchemy Core. Every state change 
 a compare-and-set (``UPDATE ... WHERE state = <old>``) checked against
 ``ocrtune_shared.jobs.can_transition``, so the API process (submit, cancel) and the
 worker process (validate, claim, finish) never overwrite each other's decisions.
-Which worker holds which job, and what happens when it dies, is ``job_leases``.
+Which worker holds which job, and what happens when it dies, is ``job_leases``; the tables
+and the database engine are ``job_tables``.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import func, select, update
 
 from ocrtune_shared.cer import CERResult
 from ocrtune_shared.errors import ErrorBody, ErrorCode
@@ -50,41 +30,13 @@ from ocrtune_shared.jobs import (
     JobState,
     can_transition,
 )
-
-metadata = MetaData()
-
-jobs_table = Table(
-    "jobs",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("id", String(64), unique=True, nullable=False),
-    Column("state", String(16), nullable=False, index=True),
-    Column("request", JSON, nullable=False),
-    Column("progress", JSON, nullable=False),
-    Column("result", JSON, nullable=False),
-    Column("error", JSON, nullable=True),
-    Column("cancel_requested", Boolean, nullable=False, default=False),
-    Column("worker_id", String(200), nullable=True),
-    Column("resumes", Integer, nullable=True),  # nullable: added in place to stores of older versions
-    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
-)
-
-events_table = Table(
-    "job_events",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(64), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
-    Column("type", String(16), nullable=False),
-    Column("time", DateTime(timezone=True), nullable=False),
-    Column("state", String(16), nullable=True),
-    Column("progress", JSON, nullable=True),
-    Column("cer", JSON, nullable=True),
-    Column("message", Text, nullable=False, default=""),
-    Index("ix_job_events_job_seq", "job_id", "seq"),
+from ocrtune_trainer.job_tables import (
+    aware_utc,
+    create_or_upgrade,
+    events_table,
+    jobs_table,
+    make_engine,
+    now,
 )
 
 
@@ -96,34 +48,6 @@ class JobConflict(RuntimeError):
     """The job is not in a state that allows the change (someone else changed it first)."""
 
 
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def aware_utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns; all ours are UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the API read while the worker writes; busy_timeout waits out the other process's lock.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 class JobStore:
     """Jobs in a SQL database, shared by the API process and the worker process."""
 
@@ -133,22 +57,7 @@ class JobStore:
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Bring a store written by an older version up to date: new columns are nullable, added in place."""
-        existing = inspect(self.engine)
-        for table in metadata.sorted_tables:
-            have = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                if not column.nullable:
-                    raise RuntimeError(f"job store table {table.name} lacks the required column {column.name}")
-                kind = column.type.compile(dialect=self.engine.dialect)
-                with self.engine.begin() as conn:
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        create_or_upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
