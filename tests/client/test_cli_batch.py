@@ -17,7 +17,8 @@ from PIL import Image
 from test_client_cli import OCRTUNE, assert_clean_failure, cli
 
 from ocrtune_client import OCRTuneClient
-from ocrtune_client.cli import build_parser, ocr_options
+from ocrtune_client.cli import build_parser
+from ocrtune_client.cli_ocr import ocr_options
 from ocrtune_client.operations import ocr as ocr_operation
 from ocrtune_devkit.processes import free_port
 from ocrtune_shared.jobs import Job, JobState

@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 from url_servers import URLServer, tls_files
 
+from ocrtune_shared.address_policy import IPAddress, address_refusal
 from ocrtune_shared.fetch import (
     FetchError,
     FetchFailure,
     FetchPolicy,
-    IPAddress,
-    address_refusal,
     afetch_into,
     check_url,
     fetch_into,

@@ -16,109 +16,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from ocrtune_client.batch import InputError, collect_inputs, output_paths, run_batch
-from ocrtune_client.client import OCRTuneClient
+from ocrtune_client.cli_ocr import EXIT_SERVICE_ERROR, EXIT_USAGE, client_for, print_json, run_ocr
 from ocrtune_client.dataset_builder import build_parquet
 from ocrtune_client.errors import OCRTuneError
 from ocrtune_client.render import (
-    FileProgress,
     adapters_table,
-    batch_summary,
     describe_result,
     follow_with_progress,
     jobs_table,
 )
 from ocrtune_shared.finetune import DatasetSpec, FinetuneRequest, HyperParameters
 from ocrtune_shared.jobs import JobState
-from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRTask, ResolutionMode
-
-EXIT_SERVICE_ERROR = 1
-EXIT_USAGE = 2
-
-
-def _client(args: argparse.Namespace) -> OCRTuneClient:
-    return OCRTuneClient(args.inference_url, args.trainer_url, api_key=args.api_key)
-
-
-def _print_json(payload: object) -> None:
-    print(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
-
-
-# --- ocr ---------------------------------------------------------------------------
-def ocr_options(args: argparse.Namespace) -> OCROptions:
-    """The request's options from the flags (validated as the service validates them)."""
-    return OCROptions(task=args.task, max_tokens=args.max_tokens, prompt=args.prompt, resolution=args.resolution)
-
-
-def _ocr(args: argparse.Namespace) -> int:
-    try:
-        items = collect_inputs(args.inputs)
-        if args.output is None and len(items) > 1:
-            raise InputError(f"{len(items)} files to read: give a folder for their texts with -o/--output")
-        outputs = (
-            output_paths(items, args.output, ".json" if args.json else ".txt") if args.output is not None else None
-        )
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.stream and outputs is not None:
-        print("error: --stream prints one file's text as it arrives; it cannot write to -o", file=sys.stderr)
-        return EXIT_USAGE
-    options = ocr_options(args)
-    with _client(args) as client:
-        if outputs is None:
-            if args.stream:
-                return _ocr_stream(client, items[0].source, args.adapter, options, args.json)
-            return _ocr_one(client, items[0].source, args.adapter, options, args.json)
-        progress = FileProgress(len(items), sys.stderr)
-        try:
-            report = run_batch(
-                client, items, outputs, adapter=args.adapter, options=options, concurrency=args.concurrency,
-                as_json=args.json, on_done=progress,
-            )
-        finally:
-            progress.close()
-    print(batch_summary(report, len(items), args.output), file=sys.stderr)
-    return EXIT_SERVICE_ERROR if report.failures else 0
-
-
-def _ocr_one(client: OCRTuneClient, path: Path, adapter: str | None, options: OCROptions, as_json: bool) -> int:
-    response = client.ocr(path, adapter=adapter, options=options)
-    if as_json:
-        _print_json(response.model_dump(mode="json"))
-        return 0
-    if len(response.pages) > 1:
-        for page in response.pages:
-            print(f"--- page {page.page} ---")
-            print(page.text)
-    else:
-        print(response.text)
-    _print_usage(response)
-    return 0
-
-
-def _ocr_stream(client: OCRTuneClient, path: Path, adapter: str | None, options: OCROptions, as_json: bool) -> int:
-    page = 1
-    for event in client.ocr_stream(path, adapter=adapter, options=options):
-        if as_json:  # one OCRStreamEvent per line, as they come
-            print(event.model_dump_json(), flush=True)
-            continue
-        if event.done and event.response is not None:
-            print()
-            _print_usage(event.response)
-            break
-        if event.page != page:  # the next page of a PDF begins
-            page = event.page
-            print(f"\n--- page {page} ---", flush=True)
-        print(event.delta, end="", flush=True)
-    return 0
-
-
-def _print_usage(response: OCRResponse) -> None:
-    print(
-        f"[{response.adapter or 'base model'}, {response.usage.completion_tokens} tokens, {response.latency_ms:.0f} ms]",
-        file=sys.stderr,
-    )
+from ocrtune_shared.ocr import OCRTask, ResolutionMode
 
 
 # --- finetune / jobs -----------------------------------------------------------------
@@ -153,28 +62,28 @@ def _finetune(args: argparse.Namespace) -> int:
         eval=DatasetSpec(uri=dataset_uri(args.eval)) if args.eval else None,
         hyperparameters=HyperParameters(**hp),
     )
-    with _client(args) as client:
+    with client_for(args) as client:
         job = client.finetune(request)
         print(f"job {job.id}: {job.state.value} (adapter {args.name})", file=sys.stderr)
         if not args.follow:
             if args.json:
-                _print_json(job.model_dump(mode="json"))
+                print_json(job.model_dump(mode="json"))
             else:
                 print(job.id)
             return 0
         job = follow_with_progress(client, job.id)
     if args.json:
-        _print_json(job.model_dump(mode="json"))
+        print_json(job.model_dump(mode="json"))
     else:
         print(describe_result(job))
     return 0 if job.state == JobState.succeeded else EXIT_SERVICE_ERROR
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         page = client.jobs(args.state, cursor=args.cursor)
     if args.json:
-        _print_json(page.model_dump(mode="json"))
+        print_json(page.model_dump(mode="json"))
         return 0
     print(jobs_table(page.jobs))
     if page.next_cursor:
@@ -183,19 +92,19 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _job(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         job = client.job(args.id)
         if args.follow and not job.state.terminal:
             job = follow_with_progress(client, args.id)
     if args.json:
-        _print_json(job.model_dump(mode="json"))
+        print_json(job.model_dump(mode="json"))
     else:
         print(describe_result(job))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         job = client.cancel(args.id)
         if args.wait and not job.state.terminal:
             job = client.wait(args.id, timeout=120)
@@ -209,13 +118,13 @@ def _cancel(args: argparse.Namespace) -> int:
 
 # --- adapters -------------------------------------------------------------------------
 def _adapters(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_for(args) as client:
         if args.action == "upload":
             info = client.upload_adapter(
                 args.name, name=args.as_name, base_model=args.base_model, model_family=args.family
             )
             if args.json:
-                _print_json(info.model_dump(mode="json"))
+                print_json(info.model_dump(mode="json"))
             else:
                 print(f"published {info.name}@{info.version} (base model {info.base_model}, rank {info.rank})")
             return 0
@@ -231,7 +140,7 @@ def _adapters(args: argparse.Namespace) -> int:
             return 0
         listing = client.adapters()
     if args.json:
-        _print_json(listing.model_dump(mode="json"))
+        print_json(listing.model_dump(mode="json"))
         return 0
     print(adapters_table(listing.adapters))
     return 0
@@ -310,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--concurrency", type=_positive_int, default=4, metavar="N",
         help="files read at once in a batch (default 4; the service batches them on the model)",
     )
-    ocr.set_defaults(handler=_ocr)
+    ocr.set_defaults(handler=run_ocr)
 
     ft = sub.add_parser("finetune", parents=[common], help="submit a LoRA fine-tune")
     ft.add_argument("dataset", help="train dataset: path, file://, hf://datasets/..., s3://, https://")

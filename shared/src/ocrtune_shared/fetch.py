@@ -7,7 +7,7 @@ from, so every hop goes through the same steps:
 1. the scheme and host are checked without the network (``check_url``, also run at
    submit time so a bad URI is refused at once);
 2. the host is resolved once and every address it resolves to is checked
-   (``address_refusal``): loopback, private, shared (CGNAT) addresses are refused unless
+   (``address_policy.address_refusal``): loopback, private, shared (CGNAT) addresses are refused unless
    the service's setting allows private networks; link-local, cloud metadata, multicast,
    reserved and unspecified addresses are refused whatever the setting;
 3. the connection goes to one of those checked addresses, never to the name: the URL is
@@ -36,23 +36,12 @@ from typing import BinaryIO
 
 import httpx
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from ocrtune_shared.address_policy import IPAddress, address_refusal, parse_ip
+
 Resolver = Callable[[str, int], Sequence[IPAddress]]
 """host, port -> the addresses to check and connect to (the system resolver by default)."""
 AsyncResolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 
-# Metadata services outside link-local (AWS over IPv6, Alibaba Cloud). Link-local itself
-# (169.254.0.0/16, fe80::/10: AWS, GCP, Azure, ECS task metadata) is refused wholesale.
-METADATA_ADDRESSES = frozenset(
-    {
-        ipaddress.ip_address("169.254.169.254"),
-        ipaddress.ip_address("fd00:ec2::254"),
-        ipaddress.ip_address("100.100.100.200"),
-    }
-)
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, internal in some clouds
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 CHUNK_BYTES = 1 << 16
 
@@ -92,78 +81,6 @@ class FetchPolicy:
     connect_timeout_s: float = 10.0
 
 
-# --------------------------------------------------------------------------- addresses
-
-
-def _translated_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 host an IPv4-mapped, IPv4-compatible or NAT64 address stands for: the same host, in IPv6 dress."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # ::a.b.c.d, deprecated; not :: or ::1
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def _tunnelled_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 endpoints a 6to4 or Teredo address carries: checked beside the IPv6 address itself."""
-    found = []
-    if ip.sixtofour is not None:
-        found.append(ip.sixtofour)
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    return found
-
-
-def _kind(ip: IPAddress) -> tuple[str, bool] | None:
-    """(what the address is, whether allow_private admits it), or None for a public address."""
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address", False
-    if ip.is_link_local:
-        return "a link-local address", False
-    if ip.is_multicast:
-        return "a multicast address", False
-    if ip.is_unspecified:
-        return "the unspecified address", False
-    if ip.is_loopback:  # before is_reserved: Python files ::1 under ::/8, reserved
-        return "a loopback address", True
-    if ip.is_reserved:
-        return "a reserved address", False
-    if ip.is_private:
-        return "a private address", True
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED_ADDRESS_SPACE:
-        return "a shared (carrier-grade NAT) address", True
-    if not ip.is_global:
-        return "a non-public address", True
-    return None
-
-
-def address_refusal(address: IPAddress, *, allow_private: bool) -> str | None:
-    """Why ``address`` must not be fetched from, or None when it may be."""
-    candidates: list[IPAddress] = [address]
-    if isinstance(address, ipaddress.IPv6Address):
-        translated = _translated_ipv4(address)
-        # Judged by the IPv4 host alone: Python files these prefixes under ::/8, reserved, which would
-        # refuse a public site reached through NAT64 and let nothing say why a mapped loopback is refused.
-        candidates = [translated] if translated is not None else [address, *_tunnelled_ipv4(address)]
-    for candidate in candidates:
-        kind = _kind(candidate)
-        if kind is None:
-            continue
-        what, private = kind
-        if private and allow_private:
-            continue
-        shown = f"{address} ({candidate})" if candidate != address else str(address)
-        return f"{shown} is {what}, not a public address"
-    return None
-
-
-def _parse_ip(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
 # --------------------------------------------------------------------------- URLs
 
 
@@ -182,7 +99,7 @@ def check_url(url: str, policy: FetchPolicy, *, asked: str | None = None) -> htt
         raise FetchError(FetchFailure.refused, f"{url}: only {allowed} URLs are allowed", asked)
     if not parsed.host:
         raise FetchError(FetchFailure.refused, f"{url}: the URL has no host", asked)
-    literal = _parse_ip(parsed.host)
+    literal = parse_ip(parsed.host)
     if literal is not None:
         _refuse_if_not_allowed(literal, parsed, policy, asked)
     return parsed
@@ -194,7 +111,7 @@ def _refuse_if_not_allowed(address: IPAddress, url: httpx.URL, policy: FetchPoli
         return
     if address_refusal(address, allow_private=True) is None and policy.allow_private_setting:
         reason += f" (set {policy.allow_private_setting}=true to allow private networks)"
-    named = "" if _parse_ip(url.host) is not None else f"{url.host} resolves to {address}; "
+    named = "" if parse_ip(url.host) is not None else f"{url.host} resolves to {address}; "
     raise FetchError(FetchFailure.refused, f"refusing {url}: {named}{reason}", original)
 
 
@@ -234,7 +151,7 @@ def resolve_checked(
     """The addresses ``url``'s host resolves to, every one checked; raises ``FetchError`` otherwise."""
     asked = asked or url
     parsed = check_url(url, policy, asked=asked)
-    literal = _parse_ip(parsed.host)
+    literal = parse_ip(parsed.host)
     if literal is not None:
         return [literal]
     try:
@@ -250,7 +167,7 @@ async def aresolve_checked(
     """``resolve_checked`` through an async resolver (the event loop's, by default)."""
     asked = asked or url
     parsed = check_url(url, policy, asked=asked)
-    literal = _parse_ip(parsed.host)
+    literal = parse_ip(parsed.host)
     if literal is not None:
         return [literal]
     try:
@@ -266,7 +183,7 @@ async def aresolve_checked(
 def _pinned_request(client: httpx.Client | httpx.AsyncClient, url: httpx.URL, address: IPAddress) -> httpx.Request:
     """GET ``url`` from ``address``: the IP in the URL, the name in Host and, for TLS, in SNI and the certificate check."""
     extensions = {}
-    if url.scheme == "https" and _parse_ip(url.host) is None:
+    if url.scheme == "https" and parse_ip(url.host) is None:
         # httpcore hands this to ssl as server_hostname: SNI and hostname verification both use it.
         extensions["sni_hostname"] = url.raw_host.decode("ascii")
     headers = {"Host": url.netloc.decode("ascii"), "Accept-Encoding": "identity"}
@@ -302,7 +219,7 @@ def _cannot_reach(
 ) -> FetchError:
     detail = f": {exc}" if exc is not None and str(exc) else f": {type(exc).__name__}" if exc else ""
     # The addresses tried, when a name was given: what an operator needs to see where the connection went.
-    at = "" if _parse_ip(url.host) is not None else f" at {', '.join(map(str, addresses))}"
+    at = "" if parse_ip(url.host) is not None else f" at {', '.join(map(str, addresses))}"
     return FetchError(FetchFailure.unreachable, f"cannot reach {url.host}:{_port(url)}{at}{detail}", original)
 
 
