@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from ocrtune_shared.processes import process_alive
+
 HOST = "127.0.0.1"
 
 
@@ -57,7 +59,7 @@ class ServiceProcess:
     def running(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        return process_alive(self.pid)
+        return process_alive(self.pid, reap_child=True)
 
     def exit_status(self) -> str:
         code = self.process.returncode if self.process is not None else None
@@ -150,21 +152,6 @@ def wait_until_ready(
     return time.monotonic() - start
 
 
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs; a child of ours that exited is reaped here (a zombie is not alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        return waited == 0
-    except ChildProcessError:
-        return True
-
-
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group still runs (zombies, which only wait to be reaped, do not count)."""
     proc = Path("/proc")
@@ -199,7 +186,7 @@ def stop_process_group(leader: subprocess.Popen[bytes] | int, grace_s: float = 2
     def reap() -> None:
         # The leader, if it is our child, stays a zombie (and in the group) until reaped.
         if isinstance(leader, int):
-            process_alive(leader)
+            process_alive(leader, reap_child=True)
         else:
             leader.poll()
 

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.jobs import Job, JobState
+from ocrtune_shared.processes import process_alive
 from ocrtune_trainer.job_store import JobConflict, JobStore
 from ocrtune_trainer.job_tables import aware_utc, jobs_table, now
 
@@ -172,23 +173,8 @@ def _gone(
     if dead_worker is not None and worker_id == dead_worker:
         return "its process exited"
     worker_host, _, pid = worker_id.rpartition(":")
-    if worker_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+    if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
         return f"its process (pid {pid}) no longer exists"
     if stale_after is not None and heartbeat is not None and now() - heartbeat > timedelta(seconds=stale_after):
         return f"no heartbeat for more than {stale_after:.0f} s"
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
