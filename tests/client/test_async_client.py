@@ -112,3 +112,32 @@ def test_async_wait_ready(services) -> None:
                 await client.wait_ready(timeout=1)
 
     anyio.run(scenario)
+
+
+def test_checkpoints_and_event_pages_in_both_transports(services) -> None:
+    """The demo's job: its events read page by page equal its events read whole; an unknown job is a 404."""
+    job_id = services.summary["job_id"]
+    with OCRTuneClient(services.inference_url, services.trainer_url) as client:
+        whole = client.event_page(job_id, limit=1000).events
+        pages, after = [], 0
+        while True:
+            page = client.event_page(job_id, after=after, limit=3)
+            pages += page.events
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert [e.seq for e in pages] == [e.seq for e in whole] and len(whole) > 3
+        evals = client.event_page(job_id, event_type="eval").events
+        assert evals and {e.type.value for e in evals} == {"eval"}
+        listed = client.checkpoints(job_id)
+        assert listed.job_id == job_id
+        with pytest.raises(OCRTuneError) as caught:
+            client.checkpoints("ftjob-nope")
+        assert caught.value.code == ErrorCode.job_not_found
+
+    async def scenario() -> None:
+        async with _client(services) as client:
+            assert [e.seq for e in (await client.event_page(job_id, limit=1000)).events] == [e.seq for e in whole]
+            assert (await client.checkpoints(job_id)).job_id == job_id
+
+    anyio.run(scenario)

@@ -22,7 +22,7 @@ from ocrtune_client.operations import DEFAULT_TIMEOUT, EventStream, JobFollower,
 from ocrtune_client.uploads import ImageSource
 from ocrtune_shared.adapters import AdapterInfo, AdapterList, AdapterLoadResponse, AdapterUnloadResponse
 from ocrtune_shared.finetune import FinetuneRequest
-from ocrtune_shared.jobs import Job, JobEvent, JobList, JobState
+from ocrtune_shared.jobs import CheckpointList, Job, JobEvent, JobEventList, JobEventType, JobList, JobState
 from ocrtune_shared.names import AdapterRef
 from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent
 
@@ -153,6 +153,16 @@ class AsyncOCRTuneClient:
 
     async def job(self, job_id: str) -> Job:
         return await self._call(op.job(job_id))
+
+    async def checkpoints(self, job_id: str) -> CheckpointList:
+        """The checkpoints the job wrote while training (``kept``: still on disk), and its resumes."""
+        return await self._call(op.checkpoints(job_id))
+
+    async def event_page(
+        self, job_id: str, *, after: int = 0, limit: int = 100, event_type: JobEventType | str | None = None
+    ) -> JobEventList:
+        """One page of the job's events, oldest first; pass ``next_after`` back as ``after`` for the next."""
+        return await self._call(op.event_page(job_id, after=after, limit=limit, event_type=event_type))
 
     async def jobs(
         self, state: JobState | str | None = None, *, cursor: str | None = None, limit: int | None = None

@@ -24,7 +24,7 @@ from ocrtune_shared.adapters import AdapterInfo, AdapterList, AdapterLoadRespons
 from ocrtune_shared.errors import ErrorBody, ErrorCode
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.headers import ADAPTER_HEADER, API_KEY_HEADER
-from ocrtune_shared.jobs import Job, JobEvent, JobList, JobState
+from ocrtune_shared.jobs import CheckpointList, Job, JobEvent, JobEventList, JobEventType, JobList, JobState
 from ocrtune_shared.names import AdapterRef
 from ocrtune_shared.ocr import OCROptions, OCRResponse, OCRStreamEvent
 
@@ -252,6 +252,21 @@ def jobs(
         params=jobs_params(state, cursor, limit),
         parse=_model(JobList),
     )
+
+
+def checkpoints(job_id: str) -> Operation[CheckpointList]:
+    return Operation(service="trainer", method="GET", path=f"/finetune/{job_id}/checkpoints",
+                     parse=_model(CheckpointList))
+
+
+def event_page(
+    job_id: str, *, after: int = 0, limit: int = 100, event_type: JobEventType | str | None = None
+) -> Operation[JobEventList]:
+    params = {"after": str(after), "limit": str(limit)}
+    if event_type is not None:
+        params["type"] = JobEventType(event_type).value
+    return Operation(service="trainer", method="GET", path=f"/finetune/{job_id}/events/list", params=params,
+                     parse=_model(JobEventList))
 
 
 def cancel(job_id: str) -> Operation[Job]:
