@@ -11,7 +11,7 @@ from email.policy import HTTP
 import httpx
 import pytest
 
-from ocrtune_client import OCRTuneClient, OCRTuneError, cli
+from ocrtune_client import OCRTuneClient, OCRTuneError, cli, cli_ocr
 
 INFO = {"name": "notebook", "version": 3, "latest": True, "state": "stored", "base_model": "m", "rank": 8}
 
@@ -87,7 +87,7 @@ def test_cli_upload(tmp_path, monkeypatch, capsys) -> None:
         return httpx.Response(201, json=INFO)
 
     real = OCRTuneClient
-    monkeypatch.setattr(cli, "OCRTuneClient", lambda *a, **k: real(*a, **k, transport=httpx.MockTransport(handler)))
+    monkeypatch.setattr(cli_ocr, "OCRTuneClient", lambda *a, **k: real(*a, **k, transport=httpx.MockTransport(handler)))
     folder = _peft_folder(tmp_path)
     assert cli.run(["adapters", "upload", str(folder), "--name", "notebook", "--base-model", "m"]) == 0
     assert "published notebook@3" in capsys.readouterr().out
