@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ocrtune_shared.adapters import ADAPTER_CONFIG_FILE, MANIFEST_FILE, AdapterManifest
 from ocrtune_shared.names import AdapterRef, validate_adapter_name
@@ -167,6 +168,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def child_names(fs: Any, path: str) -> list[str]:
+    """The names of the entries under ``path`` on an fsspec filesystem (none if it does not exist)."""
+    try:
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
 def is_remote_store(location: str | Path) -> bool:
     """``s3://bucket/prefix`` and other fsspec URLs, as opposed to a local folder."""
     return "://" in str(location) and not str(location).startswith("file://")
@@ -192,11 +201,7 @@ class RemoteAdapterStore:
 
     def versions(self, name: str) -> list[int]:
         validate_adapter_name(name)
-        try:
-            entries = self.fs.ls(f"{self.root}/{name}", detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted(int(p.rstrip("/").rsplit("/", 1)[-1]) for p in entries if p.rstrip("/").rsplit("/", 1)[-1].isdigit())
+        return sorted(int(v) for v in child_names(self.fs, f"{self.root}/{name}") if v.isdigit())
 
     def upload(self, local: StoredAdapter) -> int:
         """Copy a locally published (and verified) version up as the next remote version; return it."""
@@ -228,14 +233,8 @@ class StoreMirror:
         self._lock = threading.Lock()
         self._synced: dict[str, float] = {}
 
-    def _children(self, path: str) -> list[str]:
-        try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
-        except FileNotFoundError:
-            return []
-
     def names(self) -> list[str]:
-        return sorted(n for n in self._children(self.root) if not n.startswith("."))
+        return sorted(n for n in child_names(self.fs, self.root) if not n.startswith("."))
 
     def sync(self, name: str, *, max_age_s: float = 0.0) -> None:
         """Mirror the versions of ``name`` not yet here; skipped if done less than ``max_age_s`` ago."""
@@ -243,7 +242,7 @@ class StoreMirror:
             if time.monotonic() - self._synced.get(name, -1e9) < max_age_s:
                 return
             self._synced[name] = time.monotonic()
-            remote_versions = [v for v in self._children(f"{self.root}/{name}") if v.isdigit()]
+            remote_versions = [v for v in child_names(self.fs, f"{self.root}/{name}") if v.isdigit()]
             have = set(self.local.versions(name))
             for version in remote_versions:
                 if int(version) in have:
@@ -255,7 +254,7 @@ class StoreMirror:
                 staging_root.mkdir(parents=True, exist_ok=True)
                 staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=staging_root))
                 try:
-                    for file_name in self._children(remote):
+                    for file_name in child_names(self.fs, remote):
                         self.fs.get(f"{remote}/{file_name}", str(staging / file_name))
                     (self.local.root / name).mkdir(parents=True, exist_ok=True)
                     staging.rename(self.local.root / name / version)

@@ -25,6 +25,7 @@ from ocrtune_shared.jobs import Job, JobEventType, JobProgress, JobResult, JobSt
 from ocrtune_shared.store import AdapterStore, RemoteAdapterStore, is_remote_store
 from ocrtune_trainer.job_leases import JobLeases, this_worker_id
 from ocrtune_trainer.job_store import JobConflict, JobStore
+from ocrtune_trainer.recipe import free_device
 from ocrtune_trainer.settings import TrainerSettings
 
 log = logging.getLogger("ocrtune_trainer.worker")
@@ -165,7 +166,7 @@ class Worker:
         else:
             self._end(job.id, JobState.succeeded, result=result, message=f"published {result.adapter}")
         finally:
-            self._free_device()
+            free_device()
             self._cleanup(job.id)
 
     def _end(self, job_id: str, state: JobState, **kwargs: Any) -> None:
@@ -190,11 +191,6 @@ class Worker:
                                            self.settings.max_resumes)
             except JobConflict as exc:
                 log.warning("could not end %s after the shutdown: %s", job_id, exc)
-
-    def _free_device(self) -> None:
-        from ocrtune_trainer.recipe import free_device
-
-        free_device()
 
     def _train_and_publish(self, job: Job) -> JobResult:
         from ocrtune_trainer.recipe import run_finetune
