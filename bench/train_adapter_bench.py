@@ -15,8 +15,11 @@ without bitsandbytes), weight decay 0.001, grad-norm clip 1.0, seed 3407.
   SFTTrainer with ``DeepseekOcr2Training.sft_inputs`` (DeepseekOcr2Collator, LoRA regex, expert
   ``target_parameters``), a step's samples regrouped into micro-batches of up to
   ``max_micro_batch`` (8: the recipe's 2 x 4 runs as 8 x 1); ``trainer_unmerged``: the same
-  with the micro-batches as asked (2 x 4). Its collator is wrapped only to record which rows
-  it batched, in which order, and how long collation took (plain replays that order).
+  with the micro-batches as asked (2 x 4); ``trainer_unfolded``: 8 x 1 with transformers' own SAM
+  attention (its N x N relative-position bias, ``families.sam_attention``); ``trainer_mb8_gc``
+  with gradient checkpointing; ``trainer_mb4``: micro-batches of 4. Its collator is wrapped only
+  to record which rows it batched, in which order, and how long collation took (plain replays
+  those rows in that order, in its own 2-sample micro-batches).
 - ``plain``: ``get_peft_model`` with the same LoraConfig (``deepseek_ocr.lora_targets``),
   a hand-written loop: the same collator on the same rows in the order the trainer used, the
   loss normalised by the step's label-token count like Trainer's ``num_items_in_batch``,
@@ -48,6 +51,7 @@ same 448x56 size (same tiling, same token counts; reported as ``render``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -140,17 +144,22 @@ def _allocated_gib(device: torch.device) -> float | None:
     return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def load_model(folder: Path, runtime: Any, experts_impl: str | None, vision_micro_batch: int | None) -> tuple[Any, Any]:
-    """The trainer's ``load_base`` (``vision_micro_batch``: its setting), or plain transformers (None)."""
-    if vision_micro_batch is None:
+def load_model(folder: Path, runtime: Any, experts_impl: str | None, trainer: bool,
+               fold_sam: bool = True) -> tuple[Any, Any]:
+    """The trainer's ``load_base`` (``fold_sam=False``: with transformers' own SAM attention), or plain transformers."""
+    if not trainer:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(folder)
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=runtime.dtype).to(runtime.device)
     else:
+        from unittest import mock
+
         from ocrtune_trainer.training import load_base
 
-        model, processor = load_base(str(folder), runtime, vision_micro_batch)
+        with contextlib.nullcontext() if fold_sam else mock.patch(
+                "ocrtune_trainer.families.deepseek_ocr.fold_relative_position_bias", lambda model: 0):
+            model, processor = load_base(str(folder), runtime)
     if experts_impl:
         model.set_experts_implementation(experts_impl)
     return model, processor
@@ -191,8 +200,8 @@ def request_for(args: argparse.Namespace, targets: list[str]) -> Any:
 TRAINER_VARIANTS = {
     "trainer_unmerged": ("train_adapter with the job's micro-batches as asked", {"max_micro_batch": 1}),
     "trainer": ("train_adapter as a job runs it (the settings' defaults)", {}),
-    "trainer_vision8": ("a step's 8 samples in one micro-batch, all 8 views through the vision tower at once",
-                        {"max_micro_batch": 8, "vision_micro_batch": 8}),
+    "trainer_unfolded": ("as trainer, with transformers' SAM attention (its N x N relative-position bias)",
+                         {"max_micro_batch": 8}),
     "trainer_mb8_gc": ("8 x 1 with gradient checkpointing (the language model's layers recomputed in backward)",
                        {"max_micro_batch": 8, "gradient_checkpointing": True}),
     "trainer_mb4": ("micro-batches of 4", {"max_micro_batch": 4}),
@@ -200,7 +209,8 @@ TRAINER_VARIANTS = {
 
 
 def trainer_variant(variant: str, args: argparse.Namespace, settings: Any) -> tuple[argparse.Namespace, Any]:
-    return args, settings.model_copy(update=TRAINER_VARIANTS[variant][1])
+    return argparse.Namespace(**vars(args), fold_sam=variant != "trainer_unfolded"), \
+        settings.model_copy(update=TRAINER_VARIANTS[variant][1])
 
 
 def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tuple[dict, list[list[dict]]]:
@@ -210,7 +220,7 @@ def run_trainer(args, folder, rows, targets, runtime, settings, workdir) -> tupl
 
     request = request_for(args, targets)
     before = _allocated_gib(runtime.device)
-    model, processor = load_model(folder, runtime, args.experts_impl, settings.vision_micro_batch)
+    model, processor = load_model(folder, runtime, args.experts_impl, True, args.fold_sam)
     experts_impl = getattr(model.config, "_experts_implementation", None)
     batches: list[list[dict]] = []
     collate_s: list[float] = []
@@ -291,7 +301,7 @@ def run_plain(args, folder, rows, targets, runtime, order: list[list[dict]] | No
     hp = request.hyperparameters
     device = runtime.device
     before = _allocated_gib(device)
-    model, processor = load_model(folder, runtime, args.experts_impl, None)
+    model, processor = load_model(folder, runtime, args.experts_impl, False)
     experts_impl = getattr(model.config, "_experts_implementation", None)
     regex, parameters = deepseek_ocr.lora_targets(hp.target_modules)
     lora = LoraConfig(r=hp.rank, lora_alpha=hp.alpha, lora_dropout=hp.dropout, bias=hp.bias.value,
@@ -313,11 +323,14 @@ def run_plain(args, folder, rows, targets, runtime, order: list[list[dict]] | No
                               num_training_steps=hp.max_steps)
     collator = deepseek_ocr.DeepseekOcr2Collator(processor, deepseek_ocr.DEEPSEEK_OCR2.prompt_text(request.prompt))
     needed = hp.max_steps * hp.gradient_accumulation_steps
-    trainer_order = order is not None and len(order) >= needed
+    per = hp.per_device_batch_size
+    # The trainer's rows in its order, cut into this loop's micro-batches: a trainer that merged a
+    # step's micro-batches (8 x 1) saw the same 8 rows a step as one that did not (2 x 4).
+    seen = [row for batch in order or [] for row in batch]
+    trainer_order = len(seen) >= needed * per
     if not trainer_order:
-        source = [{"image": r.image, "text": r.text} for r in rows]
-        per = hp.per_device_batch_size
-        order = [[source[(i * per + j) % len(source)] for j in range(per)] for i in range(needed)]
+        seen = [{"image": r.image, "text": r.text} for r in rows]
+    order = [[seen[(i * per + j) % len(seen)] for j in range(per)] for i in range(needed)]
     autocast = torch.autocast(device.type, dtype=runtime.dtype, enabled=runtime.bf16 or runtime.fp16)
 
     ends: list[float] = []
@@ -424,7 +437,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=4)
     parser.add_argument("--targets", default="attn_mlp,experts", help="LoRA target sets: attn_mlp, experts")
-    parser.add_argument("--variants", default="trainer_unmerged,trainer,trainer_vision8,plain",
+    parser.add_argument("--variants", default="trainer_unmerged,trainer,trainer_unfolded,plain",
                         help="comma-separated: " + ", ".join(TRAINER_VARIANTS) + ", plain")
     parser.add_argument("--experts-impl", default=None, help="override load_base's experts implementation "
                         "(eager, grouped_mm, batched_mm); default: what load_base gives (reported)")

@@ -103,36 +103,3 @@ def test_a_vision_parameter_made_trainable_gets_its_gradient():
     requires_grad, grads = _features_require_grad(model, batch)
     assert requires_grad and weight.grad is None  # _features_require_grad cleared it after reading
     assert any(is_vision_module(n) for n in grads)
-
-
-def test_deepseek_vision_tower_in_chunks_gives_the_same_features_and_loss():
-    """Encoding one view at a time (the SAM attention bias is ~0.8 GiB a view at full size) changes nothing."""
-    from ocrtune_trainer.families.deepseek_ocr import encode_images_in_chunks
-
-    model, batch = _tiny("deepseek_ocr2")
-    assert image_features_without_autograd(model)
-    core = model.get_base_model().model
-    calls = []
-    tower_forward = core.vision_tower.forward
-    core.vision_tower.forward = lambda pixels, *a, **k: calls.append(pixels.shape[0]) or tower_forward(pixels, *a, **k)
-    with torch.no_grad():
-        whole = core.get_image_features(pixel_values=batch["pixel_values"],
-                                        num_local_patches=batch["num_local_patches"]).pooler_output
-    loss_whole = model(**batch).loss
-    assert calls[0] == 2
-    assert encode_images_in_chunks(model, 1)
-    calls.clear()
-    with torch.no_grad():
-        chunked = core.get_image_features(pixel_values=batch["pixel_values"],
-                                          num_local_patches=batch["num_local_patches"]).pooler_output
-    assert calls[:2] == [1, 1]
-    for a, b in zip(whole, chunked, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(model(**batch).loss, loss_whole, rtol=1e-5, atol=1e-6)
-
-
-def test_chunking_leaves_other_families_alone():
-    from ocrtune_trainer.families.deepseek_ocr import encode_images_in_chunks
-
-    model, _ = _tiny("qwen2_vl")
-    assert not encode_images_in_chunks(model, 1)

@@ -188,7 +188,7 @@ def main() -> None:
         torch.cuda.set_device(runtime.device)
     request = FinetuneRequest.model_validate(spec["request"])
     workdir = Path(spec["workdir"])
-    model, processor = load_base(spec["base_model"], runtime, settings.vision_micro_batch)
+    model, processor = load_base(spec["base_model"], runtime)
     events: TrainingEvents = EventsFile(spec_path.parent / EVENTS_FILE) if rank == 0 else SinkOnly(lambda *_: None)
     outcome = train_adapter(
         request, model, processor, read_prepared(workdir / "train.parquet"), workdir, runtime, settings, events,

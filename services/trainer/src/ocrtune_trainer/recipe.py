@@ -91,7 +91,7 @@ def run_finetune(
 
     # 2. load, 3. evaluate the base
     report.phase("evaluating_base")
-    model, processor = load_base(base_model, runtime, settings.vision_micro_batch)
+    model, processor = load_base(base_model, runtime)
     family = training_family_for(model).family
     if result.cer_before is None:
         result.cer_before = cer_of(model, "base model")
@@ -132,7 +132,7 @@ def run_finetune(
         # 5. stage, 6. evaluate the staged files and convert them for serving
         stage_trained_files(outcome.adapter_dir, staged.path, base_model)
         report.phase("evaluating_adapter")
-        fresh, _ = load_base(base_model, runtime, settings.vision_micro_batch)
+        fresh, _ = load_base(base_model, runtime)
         result.cer_after = cer_of(load_adapter_verified(fresh, staged.path), "adapter (reloaded from its files)")
         del fresh
         free_device()
@@ -165,7 +165,7 @@ def export_merged(base_model: str, runtime: Any, settings: TrainerSettings, adap
     from ocrtune_trainer.evaluation import load_adapter_verified
     from ocrtune_trainer.training import load_base
 
-    base, _ = load_base(base_model, runtime, settings.vision_micro_batch)
+    base, _ = load_base(base_model, runtime)
     merged = load_adapter_verified(base, adapter).merge_and_unload()
     merged.to(torch.bfloat16).save_pretrained(adapter / "merged", safe_serialization=True)
     processor.save_pretrained(adapter / "merged")

@@ -55,14 +55,14 @@ def pick_runtime(settings: TrainerSettings) -> Runtime:
     return Runtime(device, dtype, bf16=precision is Precision.bf16, fp16=precision is Precision.fp16)
 
 
-def load_base(base_model: str, runtime: Runtime, vision_micro_batch: int = 1) -> tuple[Any, Any]:
+def load_base(base_model: str, runtime: Runtime) -> tuple[Any, Any]:
     """The base model on the device and its processor, as its family trains and evaluates it
-    (frozen vision without autograd; DeepSeek-OCR's in chunks of ``vision_micro_batch`` views)."""
+    (frozen vision without autograd; DeepSeek-OCR's SAM attention without its N x N bias)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(base_model)
     model = AutoModelForImageTextToText.from_pretrained(base_model, dtype=runtime.dtype)
-    training_family_for(model).prepare_loaded(model, vision_micro_batch)
+    training_family_for(model).prepare_loaded(model)
     return model.to(runtime.device), processor
 
 

@@ -43,7 +43,7 @@ class TrainingFamily(ABC):
         """The prompt text evaluation generates from: the text the inference service serves."""
 
     @abstractmethod
-    def prepare_loaded(self, model: Any, vision_micro_batch: int) -> None:
+    def prepare_loaded(self, model: Any) -> None:
         """Adjust a freshly loaded base model for training and evaluation (frozen vision, memory)."""
 
 

@@ -63,7 +63,7 @@ class ChatTemplateTraining(TrainingFamily):
     def generation_prompt(self, processor: Any, instruction: str) -> str:
         return self.family.prompt_text(instruction, processor.apply_chat_template)
 
-    def prepare_loaded(self, model: Any, vision_micro_batch: int) -> None:
+    def prepare_loaded(self, model: Any) -> None:
         image_features_without_autograd(model)
 
     def language_model_targets(self, model: Any, names: list[str]) -> list[str] | str:

@@ -9,13 +9,13 @@ names vLLM maps (``ocrtune_shared.families.convert_for_serving``).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from ocrtune_shared.errors import ErrorCode
 from ocrtune_shared.families import EXPERTS_TARGET, family_named
 from ocrtune_trainer.datasets import DatasetError
 from ocrtune_trainer.families import SFTInputs, TrainingFamily, register
+from ocrtune_trainer.families.sam_attention import fold_relative_position_bias
 from ocrtune_trainer.frozen_vision import image_features_without_autograd
 
 DEEPSEEK_OCR2 = family_named("deepseek_ocr2")
@@ -98,36 +98,6 @@ def lora_targets(names: list[str]) -> tuple[str, list[str] | None]:
     return DEEPSEEK_OCR2.lora_target_regex(linear), experts
 
 
-def encode_images_in_chunks(model: Any, images_per_pass: int) -> bool:
-    """Run DeepSeek-OCR-2's vision tower on at most ``images_per_pass`` views at a time, without autograd.
-
-    Its SAM encoder's global-attention layers add a decomposed relative-position bias, which
-    transformers materialises as an (images, heads, 4096, 4096) tensor, and with such a mask SDPA
-    has no fused kernel: about 0.8 GiB of transient memory per 1024 px view, so a training micro-
-    batch of 8 line images peaked 4.8 GiB above one of 2 (H200, 2026-12-06; gradient checkpointing
-    changed nothing, the language model's activations being small), and evaluation's batches of 8
-    alike. Without autograd (a frozen tower, ``frozen_vision``; generation) chunking changes no
-    result. Returns False for models without this tower.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    tower = getattr(getattr(base, "model", None), "vision_tower", None)
-    if tower is None or images_per_pass < 1:
-        return False
-    forward = tower.forward
-
-    @functools.wraps(forward)
-    def chunked(pixel_values: Any, *args: Any, **kwargs: Any) -> Any:
-        import torch
-
-        if pixel_values.shape[0] <= images_per_pass or torch.is_grad_enabled():
-            return forward(pixel_values, *args, **kwargs)
-        outputs = [forward(part, *args, **kwargs) for part in pixel_values.split(images_per_pass)]
-        return type(outputs[0])(last_hidden_state=torch.cat([o.last_hidden_state for o in outputs]))
-
-    tower.forward = chunked
-    return True
-
-
 class DeepseekOcr2Training(TrainingFamily):
     family = DEEPSEEK_OCR2
 
@@ -151,9 +121,9 @@ class DeepseekOcr2Training(TrainingFamily):
     def generation_prompt(self, processor: Any, instruction: str) -> str:
         return self.family.prompt_text(instruction)
 
-    def prepare_loaded(self, model: Any, vision_micro_batch: int) -> None:
+    def prepare_loaded(self, model: Any) -> None:
         image_features_without_autograd(model)
-        encode_images_in_chunks(model, vision_micro_batch)
+        fold_relative_position_bias(model)
 
     def check_targets(self, model: Any, names: list[str]) -> None:
         """Submit-time check: every requested name is a linear layer of the language model (or ``experts``).
