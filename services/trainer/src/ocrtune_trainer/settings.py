@@ -91,7 +91,7 @@ class TrainerSettings(BaseSettings):
         default=8, ge=1,
         description="Samples in one forward pass: a step's per_device_batch_size x gradient_accumulation_steps "
         "samples are regrouped into micro-batches of up to this size (same samples and loss per step; "
-        "2.8-3.8x the samples/s of 2 x 4 at full size on an H100, at 1.11-1.15x its peak memory; with "
+        "2.6-3.8x the samples/s of 2 x 4 at full size on an H100, at 1.11-1.15x its peak memory; with "
         "gradient_checkpointing 2.1-2.2x at 0.61-0.93x). 1: as the job asks",
     )
     run_worker: bool = Field(default=True, description="Start and supervise the worker process with the API")
