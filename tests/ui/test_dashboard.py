@@ -21,6 +21,7 @@ TINY_RECIPE = {
     "learning_rate": 0.002,
     "max_new_tokens": 12,
     "optimizer": "adamw_torch",
+    "eval_steps": 1,  # an eval loss on the held-out rows at every step: the loss chart's second series
 }
 JOB_TIMEOUT_MS = 240_000
 # Records what the job view showed at each redraw: state, phase, loss-curve points, the adapter's CER
@@ -116,6 +117,10 @@ def test_fine_tune_from_an_uploaded_file_followed_live(page, console: Console, t
     # The adapter's CER appears once it is measured, not before.
     assert all(s["after"] == "…" for s in seen if s["phase"] in ("checking the data", "measuring the base model's CER", "training"))
     assert page.get_attribute("#loss-chart", "data-points") == str(len(job["result"]["loss_curve"]))
+    evaluated = job["result"]["eval_loss_curve"]
+    assert evaluated and page.get_attribute("#loss-chart", "data-second-points") == str(len(evaluated))
+    assert page.eval_on_selector_all("#loss-chart .series-dot.second", "dots => dots.length") == len(evaluated)
+    assert page.eval_on_selector_all("#loss-chart .legend text", "ts => ts.map(t => t.textContent)") == ["train", "eval"]
 
     # CER before and after, as the job measured them.
     captions = page.eval_on_selector_all("#cer-chart .bar text.caption", "nodes => nodes.map(n => n.textContent)")

@@ -30,20 +30,24 @@ function shortNumber(value) {
 
 /**
  * points: [{x, y}], sorted by x. Draws axes with round ticks, the line, and a dot on the last point.
- * Returns an <svg>; an empty list draws the axes and `empty` as a caption.
+ * second: {points, label, firstLabel}, another series on the same axes (the eval loss: sparse, so a
+ * dashed line with a dot on every point), named with the first in a legend once it has points.
+ * Returns an <svg>; no points at all draws the axes and `empty` as a caption.
  */
-export function lineChart(points, { width = 460, height = 190, xLabel = "", yLabel = "", empty = "no points yet" } = {}) {
+export function lineChart(points, { width = 460, height = 190, xLabel = "", yLabel = "", empty = "no points yet", second = null } = {}) {
+  const others = second?.points ?? [];
+  const all = points.concat(others);
   const margin = { left: 46, right: 12, top: 12, bottom: 30 };
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart line-chart", role: "img" });
   chart.append(svg("title", {}, `${yLabel} by ${xLabel}`));
   const plotW = width - margin.left - margin.right;
   const plotH = height - margin.top - margin.bottom;
-  const xs = points.map((p) => p.x);
-  const ys = points.map((p) => p.y);
-  const xMin = points.length ? Math.min(...xs) : 0;
-  const xMax = points.length ? Math.max(...xs) : 1;
-  const yMaxRaw = points.length ? Math.max(...ys) : 1;
-  const yMinRaw = points.length ? Math.min(...ys) : 0;
+  const xs = all.map((p) => p.x);
+  const ys = all.map((p) => p.y);
+  const xMin = all.length ? Math.min(...xs) : 0;
+  const xMax = all.length ? Math.max(...xs) : 1;
+  const yMaxRaw = all.length ? Math.max(...ys) : 1;
+  const yMinRaw = all.length ? Math.min(...ys) : 0;
   // Loss curves start high and flatten: from 0 unless every point is far above it.
   const yMin = yMinRaw > 0 && yMinRaw > yMaxRaw * 0.6 ? yMinRaw - (yMaxRaw - yMinRaw) * 0.2 : Math.min(0, yMinRaw);
   const yMax = yMaxRaw > yMin ? yMaxRaw + (yMaxRaw - yMin) * 0.05 : yMin + 1;
@@ -67,15 +71,30 @@ export function lineChart(points, { width = 460, height = 190, xLabel = "", yLab
   if (yLabel) axes.append(svg("text", { x: margin.left + 4, y: margin.top + 10, class: "label" }, yLabel));
   chart.append(axes);
 
-  if (!points.length) {
+  chart.dataset.points = String(points.length);
+  chart.dataset.secondPoints = String(others.length);
+  if (!all.length) {
     chart.append(svg("text", { x: margin.left + plotW / 2, y: margin.top + plotH / 2, "text-anchor": "middle", class: "empty" }, empty));
     return chart;
   }
-  const path = points.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ");
-  chart.append(svg("path", { d: path, class: "series" }));
-  const last = points[points.length - 1];
-  chart.append(svg("circle", { cx: sx(last.x), cy: sy(last.y), r: 3.5, class: "series-dot" }));
-  chart.dataset.points = String(points.length);
+  const line = (series) => series.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ");
+  if (points.length) {
+    chart.append(svg("path", { d: line(points), class: "series" }));
+    const last = points[points.length - 1];
+    chart.append(svg("circle", { cx: sx(last.x), cy: sy(last.y), r: 3.5, class: "series-dot" }));
+  }
+  if (others.length) {
+    chart.append(svg("path", { d: line(others), class: "series second" }));
+    for (const p of others) chart.append(svg("circle", { cx: sx(p.x), cy: sy(p.y), r: 3, class: "series-dot second" }));
+    const legend = svg("g", { class: "legend" });
+    const entries = [[second.firstLabel ?? "", "series"], [second.label ?? "", "series second"]];
+    entries.forEach(([label, kind], i) => {
+      const x = width - margin.right - 150 + i * 75;
+      legend.append(svg("line", { x1: x, x2: x + 18, y1: margin.top + 6, y2: margin.top + 6, class: kind }));
+      legend.append(svg("text", { x: x + 22, y: margin.top + 10 }, label));
+    });
+    chart.append(legend);
+  }
   return chart;
 }
 

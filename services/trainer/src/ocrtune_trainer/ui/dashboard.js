@@ -309,7 +309,7 @@ async function selectJob(id) {
   }
   // Drawn from the job's events alone, replayed from its first: a job picked mid-run looks as
   // it would have had it been followed from the start. Its final result is read when it ends.
-  state.selected = { job, points: new Map(), cerBefore: null, cerAfter: null, log: [], lastEventId: null };
+  state.selected = { job, points: new Map(), evalPoints: new Map(), cerBefore: null, cerAfter: null, log: [], lastEventId: null };
   const url = new URL(location.href);
   url.searchParams.set("job", id);
   history.replaceState(null, "", url);
@@ -343,6 +343,7 @@ async function follow(id) {
     const job = await call(`../finetune/${encodeURIComponent(id)}`);
     Object.assign(state.selected, { job, cerBefore: job.result.cer_before ?? state.selected.cerBefore, cerAfter: job.result.cer_after ?? state.selected.cerAfter });
     for (const p of job.result.loss_curve) state.selected.points.set(p.step, p.loss);
+    for (const p of job.result.eval_loss_curve) state.selected.evalPoints.set(p.step, p.loss);
   } catch (err) {
     notice(describeError(err));
   }
@@ -367,6 +368,8 @@ function onJobEvent(id, event) {
     if (data.progress.loss !== null && data.progress.step > 0 && data.progress.phase === "training") {
       view.points.set(data.progress.step, data.progress.loss);
     }
+    // An evaluation's progress event (eval_steps): the eval loss at that step.
+    if (data.progress.eval_loss != null) view.evalPoints.set(data.progress.step, data.progress.eval_loss);
   }
   if (data.cer) {
     // Which model was measured is the phase the job was in (the events replay in order).
@@ -415,8 +418,12 @@ function renderJob() {
   if (job.result.runtime_s) facts.append(el("span", {}, "took ", el("b", {}, formatDuration(job.result.runtime_s))));
   if (job.result.train_samples) facts.append(el("span", {}, `${job.result.train_samples} train / ${job.result.eval_samples} eval samples`));
 
-  const points = [...view.points.entries()].sort((a, b) => a[0] - b[0]).map(([x, y]) => ({ x, y }));
-  const loss = lineChart(points, { xLabel: "step", empty: terminal ? "no loss logged" : "waiting for the first step…" });
+  const series = (map) => [...map.entries()].sort((a, b) => a[0] - b[0]).map(([x, y]) => ({ x, y }));
+  const loss = lineChart(series(view.points), {
+    xLabel: "step",
+    empty: terminal ? "no loss logged" : "waiting for the first step…",
+    second: { points: series(view.evalPoints), label: "eval", firstLabel: "train" },
+  });
   loss.id = "loss-chart";
   const before = view.cerBefore?.corpus_cer ?? null;
   const after = view.cerAfter?.corpus_cer ?? null;
@@ -435,7 +442,7 @@ function renderJob() {
   const charts = el(
     "div",
     { class: "charts" },
-    el("div", {}, el("h3", {}, "Training loss"), loss),
+    el("div", {}, el("h3", {}, view.evalPoints.size ? "Loss: training and eval" : "Training loss"), loss),
     el("div", {}, el("h3", {}, "CER on the eval set (corpus)"), cerChart, el("div", { class: "muted" }, cerNote)),
   );
   const parts = [head, bar, facts, charts];
