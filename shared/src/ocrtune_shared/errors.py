@@ -38,6 +38,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def error_responses(described: dict[int, str | None]) -> dict[int | str, dict]:
+    """FastAPI ``responses`` for error statuses: each an ``ErrorResponse``, with its description when given."""
+    return {
+        status: {"model": ErrorResponse, **({"description": text} if text else {})}
+        for status, text in described.items()
+    }
+
+
 class ServiceError(Exception):
     """Raised by service logic; rendered as an ``ErrorResponse`` in one place per service."""
 

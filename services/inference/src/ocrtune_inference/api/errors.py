@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from ocrtune_shared.errors import ErrorResponse
+from ocrtune_shared.errors import error_responses
 
-ERROR_RESPONSES = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
-        401: "Missing or wrong API key",
-        404: "Unknown adapter",
-        409: "Adapter trained for another model",
-        413: "Upload too large",
-        415: "Unsupported content type",
-        422: "Invalid request, image or adapter",
-        503: "Engine not ready",
-    }.items()
-}
+ERROR_RESPONSES = error_responses({
+    401: "Missing or wrong API key",
+    404: "Unknown adapter",
+    409: "Adapter trained for another model",
+    413: "Upload too large",
+    415: "Unsupported content type",
+    422: "Invalid request, image or adapter",
+    503: "Engine not ready",
+})

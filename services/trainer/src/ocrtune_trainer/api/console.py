@@ -6,19 +6,19 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from ocrtune_shared.adapters import AdapterList
 from ocrtune_shared.console import ConsoleConfig
-from ocrtune_shared.errors import ErrorResponse
+from ocrtune_shared.errors import error_responses
 from ocrtune_trainer.api.finetune import require_api_key
 from ocrtune_trainer.console import console_config, served_adapters
 
 router = APIRouter(
     tags=["console"],
     dependencies=[Depends(require_api_key)],
-    responses={
-        401: {"model": ErrorResponse},
-        404: {"model": ErrorResponse, "description": "No inference service configured (OCRTUNE_TRAINER_INFERENCE_URL)"},
-        502: {"model": ErrorResponse, "description": "The inference service answered with an error"},
-        503: {"model": ErrorResponse, "description": "The inference service cannot be reached"},
-    },
+    responses=error_responses({
+        401: None,
+        404: "No inference service configured (OCRTUNE_TRAINER_INFERENCE_URL)",
+        502: "The inference service answered with an error",
+        503: "The inference service cannot be reached",
+    }),
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, FastAPI, Request
 
 from ocrtune_shared.console import DatasetUpload
-from ocrtune_shared.errors import ErrorResponse
+from ocrtune_shared.errors import error_responses
 from ocrtune_trainer.api.finetune import require_api_key
 from ocrtune_trainer.dataset_uploads import receive_dataset
 
@@ -13,16 +13,13 @@ router = APIRouter(
     prefix="/datasets",
     tags=["datasets"],
     dependencies=[Depends(require_api_key)],
-    responses={
-        status: {"model": ErrorResponse, "description": text}
-        for status, text in {
-            400: "Malformed multipart body",
-            401: "Missing or wrong API key",
-            413: "Larger than max_dataset_upload_bytes (or unpacks to more than max_extract_bytes)",
-            415: "Not a parquet file or a zip/tar archive",
-            422: "No file, or a file no job could read",
-        }.items()
-    },
+    responses=error_responses({
+        400: "Malformed multipart body",
+        401: "Missing or wrong API key",
+        413: "Larger than max_dataset_upload_bytes (or unpacks to more than max_extract_bytes)",
+        415: "Not a parquet file or a zip/tar archive",
+        422: "No file, or a file no job could read",
+    }),
 )
 
 # The body is read by hand (within the size limit), so its schema is declared here.

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette.sse import EventSourceResponse
 
-from ocrtune_shared.errors import ErrorCode, ErrorResponse, ServiceError
+from ocrtune_shared.errors import ErrorCode, ServiceError, error_responses
 from ocrtune_shared.finetune import FinetuneRequest
 from ocrtune_shared.http import bearer_key_matches
 from ocrtune_shared.jobs import CheckpointList, Job, JobEventList, JobEventType, JobList, JobState
@@ -18,13 +18,7 @@ from ocrtune_trainer.job_store import JobStore
 from ocrtune_trainer.settings import TrainerSettings
 from ocrtune_trainer.validation import check_request
 
-ERRORS = {
-    400: {"model": ErrorResponse},
-    401: {"model": ErrorResponse},
-    404: {"model": ErrorResponse},
-    409: {"model": ErrorResponse},
-    422: {"model": ErrorResponse},
-}
+ERRORS = error_responses(dict.fromkeys((400, 401, 404, 409, 422)))
 
 
 def require_api_key(request: Request, authorization: str | None = Header(default=None)) -> None:
