@@ -177,6 +177,15 @@ def screenshot(page, name: str, *, full_page: bool = False) -> Path:  # type: ig
     return path
 
 
+def layout(page, **selectors: str) -> dict:  # type: ignore[no-untyped-def]
+    """The page's scroll width (``scroll``) and, per keyword, the bounding box of that CSS selector."""
+    return page.evaluate(
+        """(selectors) => ({scroll: document.documentElement.scrollWidth, ...Object.fromEntries(
+            Object.entries(selectors).map(([name, s]) => [name, document.querySelector(s).getBoundingClientRect().toJSON()]))})""",
+        selectors,
+    )
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     if _screenshots:
         terminalreporter.write_line(f"web console screenshots ({len(_screenshots)}) in {ARTIFACTS}:")

@@ -9,7 +9,7 @@ import pytest
 
 from ocrtune_shared.finetune import FinetuneRequest, HyperParameters
 
-from .conftest import INFERENCE_KEY, LAPTOP_SCREENS, TRAINER_KEY, Console, screenshot, watch_script_errors
+from .conftest import INFERENCE_KEY, LAPTOP_SCREENS, TRAINER_KEY, Console, layout, screenshot, watch_script_errors
 from .test_playground import card_text, ocr_answer, read
 
 # Seconds, on the tiny model: a few training steps and two short CER evaluations.
@@ -210,15 +210,9 @@ def test_dashboard_fits_laptop_screens(page, console: Console, artifacts) -> Non
     page.wait_for_selector("#loss-chart")
     for width, height in LAPTOP_SCREENS:
         page.set_viewport_size({"width": width, "height": height})
-        layout = page.evaluate(
-            """() => {
-                const box = (s) => document.querySelector(s).getBoundingClientRect();
-                return {scroll: document.documentElement.scrollWidth, form: box('#new-job'), view: box('#job-view'),
-                        charts: box('.charts')};
-            }"""
-        )
-        assert layout["scroll"] <= width, f"horizontal scrolling at {width}x{height}"
-        assert layout["form"]["right"] <= layout["view"]["left"]  # the form beside the live view
-        assert layout["charts"]["bottom"] <= height  # the charts on the first screen
+        boxes = layout(page, form="#new-job", view="#job-view", charts=".charts")
+        assert boxes["scroll"] <= width, f"horizontal scrolling at {width}x{height}"
+        assert boxes["form"]["right"] <= boxes["view"]["left"]  # the form beside the live view
+        assert boxes["charts"]["bottom"] <= height  # the charts on the first screen
         screenshot(page, f"dashboard-{width}x{height}")
     assert json.dumps(page.script_errors) == "[]"

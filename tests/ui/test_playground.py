@@ -8,7 +8,7 @@ import httpx
 
 from ocrtune_shared.cer import character_error_rate
 
-from .conftest import FIXED_ADAPTER, FIXED_TEXT, INFERENCE_KEY, LAPTOP_SCREENS, Console, screenshot
+from .conftest import FIXED_ADAPTER, FIXED_TEXT, INFERENCE_KEY, LAPTOP_SCREENS, Console, layout, screenshot
 
 MAX_TOKENS = 16
 
@@ -135,15 +135,9 @@ def test_playground_fits_laptop_screens(page, console: Console, line_png, artifa
     read(page, png_path, reference=truth)
     for width, height in LAPTOP_SCREENS:
         page.set_viewport_size({"width": width, "height": height})
-        layout = page.evaluate(
-            """() => {
-                const box = (s) => document.querySelector(s).getBoundingClientRect();
-                return {scroll: document.documentElement.scrollWidth, controls: box('.controls'), cards: box('#cards'),
-                        run: box('#run')};
-            }"""
-        )
-        assert layout["scroll"] <= width, f"horizontal scrolling at {width}x{height}"
+        boxes = layout(page, controls=".controls", cards="#cards", run="#run")
+        assert boxes["scroll"] <= width, f"horizontal scrolling at {width}x{height}"
         # Controls and results side by side, the Read button on the first screen.
-        assert layout["controls"]["right"] <= layout["cards"]["left"]
-        assert layout["run"]["bottom"] <= height
+        assert boxes["controls"]["right"] <= boxes["cards"]["left"]
+        assert boxes["run"]["bottom"] <= height
         screenshot(page, f"playground-{width}x{height}")
